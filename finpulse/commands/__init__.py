@@ -1,0 +1,1 @@
+"""One module per ``finpulse`` subcommand; each exposes ``register(subparsers)``."""

@@ -1,0 +1,87 @@
+"""The exceptions finpulse raises on purpose.
+
+Every error a user can cause or fix is a ``FinpulseError``; the CLI prints it as
+``Type: message`` and exits 1. Anything else is a bug and keeps its traceback.
+
+    FinpulseError
+    ├── ConfigError              bad settings, arguments or hyperparameters
+    ├── IngestError              reading from or writing to the broker
+    │   └── MalformedMessage     one message that cannot become a Post (also a ValueError)
+    ├── ModelError               a model that cannot be trained, loaded or evaluated
+    │   └── DataError            a training/evaluation file that is missing or malformed
+    ├── StorageError             the database refused or is unreachable
+    └── AlertDeliveryError       a notifier could not deliver an alert
+"""
+
+from __future__ import annotations
+
+
+class FinpulseError(Exception):
+    """Base class of every error finpulse raises on purpose."""
+
+
+class ConfigError(FinpulseError):
+    """Settings, CLI arguments or hyperparameters are invalid.
+
+    Attributes:
+        field: the name of the offending setting, when there is one.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class IngestError(FinpulseError):
+    """The broker could not be reached, or a publish/commit failed."""
+
+
+class MalformedMessage(IngestError, ValueError):
+    """A raw message that cannot be decoded or validated into a ``Post``.
+
+    Attributes:
+        reason: a short machine-readable reason (``not_utf8``, ``not_json``,
+            ``invalid``, ``empty_text``, ``oversized``, ``bad_timestamp``).
+        detail: a human-readable explanation.
+        topic, partition, offset: where the message came from, when known.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        detail: str,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+
+
+class ModelError(FinpulseError):
+    """A model artifact is missing, corrupt or mismatched, or training failed."""
+
+
+class DataError(ModelError):
+    """A training or evaluation data file is missing or malformed."""
+
+
+class StorageError(FinpulseError):
+    """The database refused an operation or cannot be reached."""
+
+
+class AlertDeliveryError(FinpulseError):
+    """A notifier could not deliver an alert.
+
+    Attributes:
+        retry_after: seconds to wait before retrying, when the target said so.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

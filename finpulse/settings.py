@@ -1,0 +1,137 @@
+"""All of finpulse's configuration, in one place.
+
+Values come from, highest priority first: keyword arguments, environment variables
+(``FINPULSE_`` prefix, ``__`` between sections, e.g. ``FINPULSE_KAFKA__BOOTSTRAP_SERVERS``),
+an optional YAML file, then the defaults below. The CLI loads settings once and passes
+them down; library code never reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from finpulse.errors import ConfigError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(Section):
+    """The broker and topics. No ``bootstrap_servers`` means: start the embedded broker (demo)."""
+
+    bootstrap_servers: str | None = None
+    news_topic: str = "finpulse.news"
+    social_topic: str = "finpulse.social"
+    scored_topic: str = "finpulse.scored"
+    dlq_topic: str = "finpulse.dlq"
+    group_id: str = "finpulse-scorer"
+    # Short session timeouts make group joins take ~3 s instead of ~23 s.
+    session_timeout_ms: int = Field(default=6000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=1000, ge=100)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+    @property
+    def raw_topics(self) -> tuple[str, str]:
+        return (self.news_topic, self.social_topic)
+
+
+class ModelSettings(Section):
+    """Which classifier scores posts, and how."""
+
+    # None: the default model bundled in models/default/.
+    path: Path | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # auto: bf16 on CUDA and on CPUs with native bf16 matrix units, fp32 otherwise.
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    max_length: int = Field(default=256, ge=8, le=4096)
+    # Upper bound on padded tokens per forward pass (batch size adapts to text length).
+    batch_tokens: int = Field(default=16384, ge=64)
+
+
+class ScorerSettings(Section):
+    """Micro-batching of the scorer service and input limits."""
+
+    max_batch_size: int = Field(default=128, ge=1, le=10000)
+    max_wait_ms: int = Field(default=200, ge=0, le=60000)
+    max_text_chars: int = Field(default=20000, ge=1)
+
+
+class AlertSettings(Section):
+    """Alert rules: a YAML file of rules (alerts-as-code); None uses the bundled defaults."""
+
+    rules_file: Path | None = None
+
+
+class MetricsSettings(Section):
+    """The Prometheus endpoint. ``port=0`` picks a free port."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=9108, ge=0, le=65535)
+
+
+class Settings(BaseSettings):
+    """Top-level settings; see the module docstring for where values come from."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FINPULSE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    database_url: str = "sqlite:///finpulse.db"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    kafka: KafkaSettings = KafkaSettings()
+    model: ModelSettings = ModelSettings()
+    scorer: ScorerSettings = ScorerSettings()
+    alerts: AlertSettings = AlertSettings()
+    metrics: MetricsSettings = MetricsSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls))
+
+    @classmethod
+    def load(cls, config_file: str | Path | None = None, **overrides: Any) -> Settings:
+        """Build settings from overrides, the environment and an optional YAML file.
+
+        Raises:
+            ConfigError: the file is missing or a value is invalid (the message names the field).
+        """
+        target: type[Settings] = cls
+        if config_file is not None:
+            path = Path(config_file)
+            if not path.is_file():
+                raise ConfigError(f"config file not found: {path}", field="config")
+
+            class _FromFile(cls):  # type: ignore[valid-type,misc]
+                model_config = SettingsConfigDict(yaml_file=str(path))
+
+            target = _FromFile
+        try:
+            return target(**overrides)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(part) for part in first["loc"])
+            raise ConfigError(f"{field}: {first['msg']}", field=field) from exc
