@@ -1,0 +1,137 @@
+"""finpulse's Prometheus metrics, on a registry passed in, and the ``/metrics`` HTTP endpoint.
+
+Names follow ``finpulse_<stage>_<what>_<unit>``; counters end in ``_total``. Labels are
+bounded (topic, reason, rule, severity, model version): per-ticker series belong in the
+database, not in Prometheus. Tests build ``Metrics(CollectorRegistry())`` and read values
+with ``registry.get_sample_value``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+
+logger = logging.getLogger(__name__)
+
+# Seconds, from a fast GPU batch (ms) to a backed-up pipeline (minutes).
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+
+
+class Metrics:
+    """Every metric finpulse exports.
+
+    Args:
+        registry: where to register; None uses prometheus_client's global registry
+            (one ``Metrics`` per process then).
+
+    Attributes:
+        messages_consumed: raw messages read from Kafka, by topic.
+        messages_invalid: messages sent to the DLQ, by reason (``not_json``, ``invalid``, ...).
+        posts_scored: posts the model scored.
+        scores_stored: new score rows committed to the database.
+        batch_size: posts per scoring batch.
+        inference_latency: seconds of model inference per batch.
+        end_to_end_latency: seconds from the Kafka publish timestamp to the rows committed.
+        db_write_latency: seconds per database write transaction.
+        alerts_fired: alerts fired, by rule and severity.
+        alerts_firing: alerts currently firing, by rule.
+        model_info: the model version being served.
+        last_batch_timestamp: Unix time of the last committed batch.
+        consumer_lag: messages behind the newest offset, summed over partitions.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        kw: dict[str, Any] = {"registry": registry} if registry is not None else {}
+        self.registry = registry
+        self.messages_consumed = Counter(
+            "finpulse_ingest_messages_consumed_total", "Raw messages read from Kafka.", ["topic"], **kw
+        )
+        self.messages_invalid = Counter(
+            "finpulse_ingest_messages_invalid_total",
+            "Messages that could not be decoded or validated (sent to the DLQ).",
+            ["reason"],
+            **kw,
+        )
+        self.posts_scored = Counter("finpulse_scorer_posts_scored_total", "Posts scored by the model.", **kw)
+        self.scores_stored = Counter(
+            "finpulse_monitor_scores_stored_total", "New score rows committed to the database.", **kw
+        )
+        self.batch_size = Histogram(
+            "finpulse_scorer_batch_size_posts", "Posts per scoring batch.", buckets=BATCH_SIZE_BUCKETS, **kw
+        )
+        self.inference_latency = Histogram(
+            "finpulse_scorer_inference_latency_seconds",
+            "Model inference time per batch.",
+            buckets=LATENCY_BUCKETS,
+            **kw,
+        )
+        self.end_to_end_latency = Histogram(
+            "finpulse_pipeline_end_to_end_latency_seconds",
+            "Time from the Kafka publish timestamp to the scored rows being committed.",
+            buckets=LATENCY_BUCKETS,
+            **kw,
+        )
+        self.db_write_latency = Histogram(
+            "finpulse_monitor_db_write_latency_seconds",
+            "Time per database write transaction.",
+            buckets=LATENCY_BUCKETS,
+            **kw,
+        )
+        self.alerts_fired = Counter(
+            "finpulse_monitor_alerts_fired_total", "Alerts fired.", ["rule", "severity"], **kw
+        )
+        self.alerts_firing = Gauge(
+            "finpulse_monitor_alerts_firing", "Alerts currently firing.", ["rule"], **kw
+        )
+        self.model_info = Info("finpulse_scorer_model", "The model version being served.", **kw)
+        self.last_batch_timestamp = Gauge(
+            "finpulse_scorer_last_batch_timestamp_seconds", "Unix time of the last committed batch.", **kw
+        )
+        self.consumer_lag = Gauge(
+            "finpulse_scorer_consumer_lag_messages",
+            "Messages behind the newest offset, summed over the assigned partitions.",
+            **kw,
+        )
+
+    def set_model(self, version: str, *, base: str = "", method: str = "") -> None:
+        """Publish the model version being served (one series, replaced on hot reload)."""
+        self.model_info.info({"version": version, "base": base, "method": method})
+
+
+class MetricsServer:
+    """A running ``/metrics`` endpoint; ``shutdown()`` stops it and frees the port."""
+
+    def __init__(self, server: Any, thread: threading.Thread) -> None:
+        self._server = server
+        self._thread = thread
+
+    def shutdown(self) -> None:
+        """Stop serving and close the socket."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def serve(metrics: Metrics, host: str, port: int) -> tuple[MetricsServer, int]:
+    """Serve ``metrics`` at ``http://host:port/metrics`` from a daemon thread.
+
+    Args:
+        metrics: the metrics to expose (their registry, or the global one).
+        host: the address to bind.
+        port: the port; 0 picks a free one.
+
+    Returns:
+        The server (call ``shutdown()`` to stop it) and the port it listens on.
+
+    Raises:
+        OSError: the address is in use or cannot be bound.
+    """
+    kw: dict[str, Any] = {"registry": metrics.registry} if metrics.registry is not None else {}
+    server, thread = start_http_server(port, addr=host, **kw)
+    real_port = int(server.server_address[1])
+    logger.info("metrics at http://%s:%d/metrics", host, real_port)
+    return MetricsServer(server, thread), real_port

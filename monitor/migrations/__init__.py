@@ -1,0 +1,1 @@
+"""Alembic migrations for finpulse's database; run them with ``Storage.migrate()``."""

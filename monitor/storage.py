@@ -1,0 +1,401 @@
+"""The database: idempotent writes of scored posts, and the queries risk teams and rules need.
+
+One ``Storage`` wraps one SQLAlchemy engine. SQLite (the embedded default) runs in WAL
+mode with foreign keys on and a busy timeout, so several processes can share a file;
+PostgreSQL is reached through psycopg 3. Every write is keyed (``INSERT ... ON CONFLICT DO
+NOTHING``), so a batch that Kafka redelivers after a crash is stored once.
+
+SQLAlchemy errors leave this module as ``StorageError`` with a one-line message (the
+driver's first line, never the SQL statement).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from finpulse.errors import ConfigError, StorageError
+from finpulse.schemas import Alert, ScoredPost, WindowAggregate
+from monitor import tables as t
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Rows per multi-row INSERT: well under SQLite's 32,766 bound parameters.
+_CHUNK = 500
+# Any constant works; it only has to be the same in every finpulse process.
+_MIGRATION_LOCK_KEY = 0x66696E70
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(timezone.utc)
+
+
+def normalize_url(url: str) -> str:
+    """Map ``postgresql://``/``postgres://`` to the psycopg 3 driver; leave other URLs alone."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _describe(exc: BaseException) -> str:
+    """The first line of the driver's message, without SQLAlchemy's SQL dump."""
+    orig = getattr(exc, "orig", None) or exc
+    first = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return f"{type(orig).__name__}: {first}"
+
+
+def _chunks(rows: Sequence[dict[str, Any]], size: int = _CHUNK) -> Iterator[Sequence[dict[str, Any]]]:
+    for i in range(0, len(rows), size):
+        yield rows[i : i + size]
+
+
+class Storage:
+    """finpulse's database (SQLite or PostgreSQL) behind one engine.
+
+    Args:
+        url: a SQLAlchemy URL: ``sqlite:///path.db``, ``postgresql+psycopg://...`` or
+            plain ``postgresql://...`` (mapped to psycopg 3).
+
+    Raises:
+        ConfigError: the URL cannot be parsed or names a driver that is not installed.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = normalize_url(url)
+        try:
+            parsed = sa.make_url(self.url)
+            if parsed.get_backend_name() == "sqlite":
+                self._engine = self._sqlite_engine(parsed)
+            else:
+                self._engine = sa.create_engine(parsed, pool_pre_ping=True)
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+            raise ConfigError(f"database_url: {exc}", field="database_url") from exc
+        self.dialect: str = self._engine.dialect.name
+
+    @staticmethod
+    def _sqlite_engine(url: sa.URL) -> Engine:
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            # WAL: readers never block the writer; other processes can read while we write.
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """One transaction: committed when the block ends, rolled back on any error.
+
+        Raises:
+            StorageError: the database refused or could not be reached.
+        """
+        try:
+            with self._engine.begin() as conn:
+                yield conn
+        except sa.exc.SQLAlchemyError as exc:
+            raise StorageError(_describe(exc)) from exc
+
+    def insert(self, table: sa.Table) -> Any:
+        """A dialect-specific INSERT that supports ``on_conflict_do_nothing``/``_do_update``."""
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    def migrate(self) -> None:
+        """Bring the schema up to date (``alembic upgrade head``); safe to run any number of times.
+
+        A database whose tables were created without Alembic is stamped rather than
+        re-created. On PostgreSQL an advisory lock serialises concurrent migrations.
+
+        Raises:
+            StorageError: the database refused a migration step.
+        """
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        with self.begin() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+            config.attributes["connection"] = conn
+            existing = set(sa.inspect(conn).get_table_names())
+            if "alembic_version" not in existing and set(t.metadata.tables) <= existing:
+                logger.warning("tables exist without an Alembic version; stamping them as current")
+                command.stamp(config, "head")
+            command.upgrade(config, "head")
+
+    def revision(self) -> str | None:
+        """The schema's Alembic revision, or None for a database finpulse never migrated.
+
+        Raises:
+            StorageError: the database cannot be reached.
+        """
+        with self.begin() as conn:
+            if not sa.inspect(conn).has_table("alembic_version"):
+                return None
+            return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one_or_none()
+
+    def save_scored(self, posts: Sequence[ScoredPost]) -> int:
+        """Store scored posts in one transaction; a post or score already stored is skipped.
+
+        Args:
+            posts: scored posts; the same post may come with several model versions.
+
+        Returns:
+            The number of new score rows (0 when the whole batch was already stored).
+
+        Raises:
+            StorageError: the database refused the batch (nothing of it is stored).
+        """
+        if not posts:
+            return 0
+        now = utcnow()
+        post_rows: dict[str, dict[str, Any]] = {}
+        ticker_rows: dict[tuple[str, str], dict[str, Any]] = {}
+        score_rows: dict[tuple[str, str], dict[str, Any]] = {}
+        for post in posts:
+            post_rows.setdefault(
+                post.id,
+                {
+                    "id": post.id,
+                    "source": post.source,
+                    "text": post.text,
+                    "title": post.title,
+                    "url": post.url,
+                    "author": post.author,
+                    "published_at": post.published_at,
+                    "tickers": list(post.tickers),
+                    "lang": post.lang,
+                    "stored_at": now,
+                },
+            )
+            for ticker in post.tickers:
+                ticker_rows.setdefault(
+                    (post.id, ticker),
+                    {"post_id": post.id, "ticker": ticker, "published_at": post.published_at},
+                )
+            score_rows.setdefault(
+                (post.id, post.model_version),
+                {
+                    "post_id": post.id,
+                    "model_version": post.model_version,
+                    "label": post.label,
+                    "score": post.score,
+                    "p_negative": post.probabilities.get("negative", 0.0),
+                    "p_neutral": post.probabilities.get("neutral", 0.0),
+                    "p_positive": post.probabilities.get("positive", 0.0),
+                    "confidence": post.confidence,
+                    "scored_at": post.scored_at,
+                    "stored_at": now,
+                },
+            )
+        new_scores = 0
+        with self.begin() as conn:
+            for chunk in _chunks(list(post_rows.values())):
+                conn.execute(self.insert(t.posts).values(chunk).on_conflict_do_nothing())
+            for chunk in _chunks(list(ticker_rows.values())):
+                conn.execute(self.insert(t.post_tickers).values(chunk).on_conflict_do_nothing())
+            for chunk in _chunks(list(score_rows.values())):
+                stmt = (
+                    self.insert(t.scores)
+                    .values(chunk)
+                    .on_conflict_do_nothing()
+                    .returning(t.scores.c.post_id)
+                )
+                new_scores += len(conn.execute(stmt).all())
+        logger.debug("stored %d scored posts: %d new scores", len(posts), new_scores)
+        return new_scores
+
+    def count_posts(self) -> int:
+        """The number of stored posts."""
+        return self._count(t.posts)
+
+    def count_scores(self) -> int:
+        """The number of stored scores (one per post and model version)."""
+        return self._count(t.scores)
+
+    def _count(self, table: sa.Table) -> int:
+        with self.begin() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+    def scores(
+        self,
+        ticker: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[ScoredPost]:
+        """Scored posts, newest published first; one record per (post, model version).
+
+        Args:
+            ticker: only posts about this ticker.
+            since: only posts published at or after this time.
+            until: only posts published before this time.
+            limit: at most this many records.
+
+        Raises:
+            StorageError: the query failed.
+        """
+        p, s = t.posts, t.scores
+        query = sa.select(p, s).join(s, s.c.post_id == p.c.id)
+        if ticker is not None:
+            pt = t.post_tickers
+            query = query.join(pt, pt.c.post_id == p.c.id).where(pt.c.ticker == ticker.upper())
+        if since is not None:
+            query = query.where(p.c.published_at >= since)
+        if until is not None:
+            query = query.where(p.c.published_at < until)
+        query = query.order_by(
+            p.c.published_at.desc(), p.c.id, s.c.scored_at.desc(), s.c.model_version
+        ).limit(limit)
+        with self.begin() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [
+            ScoredPost(
+                id=row["id"],
+                source=row["source"],
+                text=row["text"],
+                title=row["title"],
+                url=row["url"],
+                author=row["author"],
+                published_at=row["published_at"],
+                tickers=tuple(row["tickers"]),
+                lang=row["lang"],
+                label=row["label"],
+                score=row["score"],
+                probabilities={
+                    "negative": row["p_negative"],
+                    "neutral": row["p_neutral"],
+                    "positive": row["p_positive"],
+                },
+                confidence=row["confidence"],
+                model_version=row["model_version"],
+                scored_at=row["scored_at"],
+            )
+            for row in rows
+        ]
+
+    def aggregates(
+        self,
+        ticker: str | None,
+        window: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[WindowAggregate]:
+        """Window aggregates of one window size, by ticker then window start.
+
+        Args:
+            ticker: one ticker, or None for all.
+            window: ``1m``, ``5m``, ``1h`` or ``1d``.
+            since: windows starting at or after this time.
+            until: windows starting before this time.
+
+        Raises:
+            StorageError: the query failed.
+        """
+        a = t.aggregates
+        query = sa.select(a).where(a.c.window_size == window)
+        if ticker is not None:
+            query = query.where(a.c.ticker == ticker.upper())
+        if since is not None:
+            query = query.where(a.c.window_start >= since)
+        if until is not None:
+            query = query.where(a.c.window_start < until)
+        query = query.order_by(a.c.ticker, a.c.window_start)
+        with self.begin() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [
+            WindowAggregate(
+                ticker=row["ticker"],
+                window=row["window_size"],
+                start=row["window_start"],
+                n=row["n"],
+                mean_score=row["mean_score"],
+                negative_share=row["negative_share"],
+                volume=row["volume"],
+                weighted_score=row["weighted_score"],
+            )
+            for row in rows
+        ]
+
+    def alerts(self, state: str | None = None, ticker: str | None = None) -> list[Alert]:
+        """Stored alerts, most recently fired first, with the posts that drove each.
+
+        Args:
+            state: ``firing`` or ``resolved``; None for both.
+            ticker: one ticker, or None for all.
+
+        Raises:
+            StorageError: the query failed.
+        """
+        query = sa.select(t.alerts)
+        if state is not None:
+            query = query.where(t.alerts.c.state == state)
+        if ticker is not None:
+            query = query.where(t.alerts.c.ticker == ticker.upper())
+        query = query.order_by(t.alerts.c.fired_at.desc(), t.alerts.c.id)
+        with self.begin() as conn:
+            rows = conn.execute(query).mappings().all()
+            return self.alert_records(conn, rows)
+
+    @staticmethod
+    def alert_records(conn: Connection, rows: Sequence[Any]) -> list[Alert]:
+        """Turn ``alerts`` rows into ``Alert`` records, reading their posts from ``alert_posts``."""
+        ids = [row["id"] for row in rows]
+        post_ids: dict[str, list[str]] = {alert_id: [] for alert_id in ids}
+        for chunk_start in range(0, len(ids), _CHUNK):
+            chunk = ids[chunk_start : chunk_start + _CHUNK]
+            links = conn.execute(
+                sa.select(t.alert_posts.c.alert_id, t.alert_posts.c.post_id)
+                .where(t.alert_posts.c.alert_id.in_(chunk))
+                .order_by(t.alert_posts.c.alert_id, t.alert_posts.c.rank)
+            )
+            for alert_id, post_id in links:
+                post_ids[alert_id].append(post_id)
+        return [
+            Alert(
+                id=row["id"],
+                rule=row["rule"],
+                ticker=row["ticker"],
+                window=row["window_size"],
+                severity=row["severity"],
+                value=row["value"],
+                threshold=row["threshold"],
+                baseline=row["baseline"],
+                state=row["state"],
+                fired_at=row["fired_at"],
+                resolved_at=row["resolved_at"],
+                explanation=row["explanation"],
+                post_ids=tuple(post_ids[row["id"]]),
+            )
+            for row in rows
+        ]
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self._engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"Storage({self._engine.url.render_as_string(hide_password=True)!r})"

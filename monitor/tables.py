@@ -1,0 +1,216 @@
+"""The database tables (SQLAlchemy Core), the single source the Alembic migrations follow.
+
+Every write finpulse makes is keyed so it can be repeated: a post's id is unique, a
+score is unique per (post, model version), an aggregate per (ticker, window size,
+window start), an alert id is derived from its rule, ticker and first window. Times are
+stored in UTC (``UTCDateTime``) and always come back timezone-aware.
+
+Column names avoid SQL keywords (``window_size``, ``window_start``) so hand-written
+queries (Grafana panels, psql) need no quoting.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timezone-aware datetime stored as UTC.
+
+    SQLite has no timezone type: values are stored as naive UTC text (which sorts and
+    compares correctly) and re-attached to UTC on the way out. PostgreSQL uses
+    ``timestamptz``. Naive datetimes are refused rather than guessed.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: finpulse stores timezone-aware times only")
+        value = value.astimezone(timezone.utc)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+posts = sa.Table(
+    "posts",
+    metadata,
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("source", sa.String(40), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("title", sa.Text),
+    sa.Column("url", sa.String(2000)),
+    sa.Column("author", sa.String(200)),
+    sa.Column("published_at", UTCDateTime, nullable=False, index=True),
+    # The tickers as published (ordered); post_tickers indexes them for queries.
+    sa.Column("tickers", sa.JSON, nullable=False),
+    sa.Column("lang", sa.String(16)),
+    sa.Column("stored_at", UTCDateTime, nullable=False),
+)
+
+# One row per (post, ticker): a post about several companies counts for each.
+# published_at is copied here so per-ticker time-range scans need no join.
+post_tickers = sa.Table(
+    "post_tickers",
+    metadata,
+    sa.Column(
+        "post_id",
+        sa.String(200),
+        sa.ForeignKey("posts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("ticker", sa.String(10), primary_key=True),
+    sa.Column("published_at", UTCDateTime, nullable=False),
+    sa.Index("ix_post_tickers_ticker_published_at", "ticker", "published_at"),
+)
+
+scores = sa.Table(
+    "scores",
+    metadata,
+    sa.Column(
+        "post_id",
+        sa.String(200),
+        sa.ForeignKey("posts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("model_version", sa.String(200), primary_key=True),
+    sa.Column("label", sa.String(16), nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("p_negative", sa.Float, nullable=False),
+    sa.Column("p_neutral", sa.Float, nullable=False),
+    sa.Column("p_positive", sa.Float, nullable=False),
+    sa.Column("confidence", sa.Float, nullable=False),
+    sa.Column("scored_at", UTCDateTime, nullable=False),
+    # When this row reached the database: aggregate(since=...) finds new work by it.
+    sa.Column("stored_at", UTCDateTime, nullable=False, index=True),
+    sa.CheckConstraint("label IN ('negative', 'neutral', 'positive')", name="label"),
+)
+
+aggregates = sa.Table(
+    "aggregates",
+    metadata,
+    sa.Column("ticker", sa.String(10), primary_key=True),
+    sa.Column("window_size", sa.String(4), primary_key=True),
+    sa.Column("window_start", UTCDateTime, primary_key=True),
+    sa.Column("n", sa.Integer, nullable=False),
+    sa.Column("n_negative", sa.Integer, nullable=False),
+    sa.Column("mean_score", sa.Float, nullable=False),
+    # Population standard deviation of the scores in the window (0 for one post).
+    sa.Column("score_std", sa.Float, nullable=False),
+    sa.Column("weighted_score", sa.Float, nullable=False),
+    sa.Column("negative_share", sa.Float, nullable=False),
+    # Posts per minute, comparable across window sizes.
+    sa.Column("volume", sa.Float, nullable=False),
+    sa.Column("last_published_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("ix_aggregates_window_size_window_start", "window_size", "window_start"),
+)
+
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    # "<rule>:<ticker>:<window>:<first window start>", so re-running never duplicates.
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("rule", sa.String(64), nullable=False),
+    sa.Column("ticker", sa.String(10), nullable=False),
+    sa.Column("window_size", sa.String(4), nullable=False),
+    sa.Column("window_start", UTCDateTime, nullable=False),
+    sa.Column("last_window_start", UTCDateTime, nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("baseline", sa.Float),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("fired_at", UTCDateTime, nullable=False),
+    sa.Column("resolved_at", UTCDateTime),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("explanation", sa.Text, nullable=False),
+    sa.CheckConstraint("state IN ('firing', 'resolved')", name="state"),
+    sa.Index("ix_alerts_state_fired_at", "state", "fired_at"),
+    sa.Index("ix_alerts_ticker_fired_at", "ticker", "fired_at"),
+    sa.Index("ix_alerts_rule_ticker", "rule", "ticker"),
+)
+
+# The posts that drove an alert, most negative first (rank 1).
+alert_posts = sa.Table(
+    "alert_posts",
+    metadata,
+    sa.Column(
+        "alert_id",
+        sa.String(200),
+        sa.ForeignKey("alerts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column(
+        "post_id",
+        sa.String(200),
+        sa.ForeignKey("posts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("rank", sa.Integer, nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+)
+
+# How far each rule has evaluated closed windows (event time), and for which config.
+rule_cursors = sa.Table(
+    "rule_cursors",
+    metadata,
+    sa.Column("rule", sa.String(64), primary_key=True),
+    sa.Column("window_size", sa.String(4), nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("closed_until", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Each rule's baseline per ticker (EWMA state), as of its cursor.
+rule_baselines = sa.Table(
+    "rule_baselines",
+    metadata,
+    sa.Column("rule", sa.String(64), primary_key=True),
+    sa.Column("ticker", sa.String(10), primary_key=True),
+    sa.Column("state", sa.JSON, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    sa.Column("version", sa.String(200), primary_key=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("base", sa.String(500), nullable=False),
+    sa.Column("method", sa.String(40), nullable=False),
+    sa.Column("metrics", sa.JSON, nullable=False),
+    sa.Column("artifact_path", sa.String(1000), nullable=False),
+    sa.Column("trainable_params", sa.BigInteger),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("promoted_at", UTCDateTime),
+    sa.Column("retired_at", UTCDateTime),
+    # "superseded" (a newer champion was promoted) or "rolled_back" (rollback() removed it).
+    sa.Column("retired_reason", sa.String(32)),
+    sa.CheckConstraint("status IN ('champion', 'challenger', 'retired')", name="status"),
+)

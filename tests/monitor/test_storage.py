@@ -1,0 +1,137 @@
+"""Storage: migrations, idempotent writes, queries, errors (on SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from finpulse.errors import ConfigError, StorageError
+from monitor import tables
+from monitor.storage import Storage, normalize_url
+
+from .conftest import T0, scored
+
+
+def test_migrate_twice_keeps_data(storage: Storage) -> None:
+    storage.save_scored([scored("a", timedelta(minutes=1))])
+    storage.migrate()
+    storage.migrate()
+    assert storage.revision() == "0001"
+    assert storage.count_posts() == 1
+
+
+def test_save_scored_is_idempotent(storage: Storage) -> None:
+    batch = [scored("a", timedelta(minutes=1), ("ACME", "BETA"), -0.5), scored("b", timedelta(minutes=2))]
+    assert storage.save_scored(batch) == 2
+    assert storage.save_scored(batch) == 0
+    assert storage.save_scored(batch + batch) == 0
+    assert (storage.count_posts(), storage.count_scores()) == (2, 2)
+
+
+def test_each_model_version_gets_its_own_score(storage: Storage) -> None:
+    storage.save_scored([scored("a", timedelta(minutes=1), score=-0.5, version="v1")])
+    assert storage.save_scored([scored("a", timedelta(minutes=1), score=0.4, version="v2")]) == 1
+    assert (storage.count_posts(), storage.count_scores()) == (1, 2)
+    assert {(s.model_version, s.score) for s in storage.scores()} == {("v1", -0.5), ("v2", 0.4)}
+
+
+def test_a_batch_with_one_post_under_two_versions_stores_both(storage: Storage) -> None:
+    batch = [scored("a", timedelta(0), version="v1"), scored("a", timedelta(0), version="v2")]
+    assert storage.save_scored(batch) == 2
+    assert storage.count_posts() == 1
+
+
+def test_scores_round_trip_and_filter(storage: Storage) -> None:
+    storage.save_scored(
+        [
+            scored("a", timedelta(minutes=1), ("ACME", "BETA"), -0.6, text="Acme and Beta warn"),
+            scored("b", timedelta(minutes=5), ("BETA",), 0.5),
+            scored("c", timedelta(hours=2), ("ACME",), 0.1),
+        ]
+    )
+    everything = storage.scores()
+    assert [s.id for s in everything] == ["c", "b", "a"]  # newest published first
+    first = everything[-1]
+    assert first.tickers == ("ACME", "BETA")
+    assert first.published_at == T0 + timedelta(minutes=1)
+    assert first.published_at.tzinfo is not None
+    assert first.text == "Acme and Beta warn"
+    assert first.probabilities["negative"] == pytest.approx(0.6)
+    assert [s.id for s in storage.scores(ticker="beta")] == ["b", "a"]
+    assert [s.id for s in storage.scores(since=T0 + timedelta(minutes=2), until=T0 + timedelta(hours=1))] == ["b"]
+    assert len(storage.scores(limit=2)) == 2
+
+
+def test_times_in_other_zones_are_stored_as_the_same_instant(storage: Storage) -> None:
+    from datetime import timezone
+
+    tokyo = timezone(timedelta(hours=9))
+    storage.save_scored([scored("a", (T0 + timedelta(hours=3)).astimezone(tokyo))])
+    (back,) = storage.scores(since=T0 + timedelta(hours=3), until=T0 + timedelta(hours=3, seconds=1))
+    assert back.published_at == T0 + timedelta(hours=3)
+    assert back.published_at.utcoffset() == timedelta(0)
+
+
+def test_migrate_stamps_tables_created_without_alembic(database_url: str) -> None:
+    storage = Storage(database_url)
+    try:
+        tables.metadata.create_all(storage.engine)
+        storage.migrate()
+        assert storage.revision() == "0001"
+    finally:
+        storage.dispose()
+
+
+def test_revision_is_none_before_migrating(database_url: str) -> None:
+    storage = Storage(database_url)
+    try:
+        assert storage.revision() is None
+    finally:
+        storage.dispose()
+
+
+def test_database_errors_become_storage_errors_without_sql(database_url: str) -> None:
+    storage = Storage(database_url)
+    try:
+        with pytest.raises(StorageError) as caught:
+            storage.count_posts()  # never migrated: no such table
+        assert "SELECT" not in str(caught.value)
+        assert "posts" in str(caught.value)
+    finally:
+        storage.dispose()
+
+
+def test_unreachable_postgres_is_a_storage_error() -> None:
+    storage = Storage("postgresql://nobody@127.0.0.1:1/nothing?connect_timeout=2")
+    with pytest.raises(StorageError, match="OperationalError"):
+        storage.count_posts()
+    storage.dispose()
+
+
+def test_postgres_urls_use_psycopg() -> None:
+    assert normalize_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert normalize_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert normalize_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_a_bad_url_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Storage("nosuchdb://x")
+    assert caught.value.field == "database_url"
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(sqlite_url: str) -> None:
+    storage = Storage(sqlite_url)
+    try:
+        with storage.begin() as conn:
+            assert conn.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
+            assert conn.execute(sa.text("PRAGMA foreign_keys")).scalar() == 1
+    finally:
+        storage.dispose()
+
+
+def test_naive_datetimes_are_refused(storage: Storage) -> None:
+    with pytest.raises(StorageError, match="naive datetime"):
+        storage.scores(since=T0.replace(tzinfo=None))
