@@ -99,7 +99,9 @@ def _check_windows(windows: Sequence[str]) -> tuple[str, ...]:
     for window in windows:
         if window not in WINDOW_SECONDS:
             known = ", ".join(WINDOW_SECONDS)
-            raise ConfigError(f"windows: unknown window {window!r} (known: {known})", field="windows")
+            raise ConfigError(
+                f"windows: unknown window {window!r} (known: {known})", field="windows"
+            )
     return tuple(dict.fromkeys(windows))
 
 
@@ -158,7 +160,11 @@ def _read_scores(
             base.where(
                 sa.or_(
                     *(
-                        sa.and_(pt.c.ticker == ticker, pt.c.published_at >= start, pt.c.published_at < end)
+                        sa.and_(
+                            pt.c.ticker == ticker,
+                            pt.c.published_at >= start,
+                            pt.c.published_at < end,
+                        )
                         for ticker, start, end in ranges[i : i + _RANGES_PER_QUERY]
                     )
                 )
@@ -167,7 +173,16 @@ def _read_scores(
         ]
     latest: dict[tuple[str, str], _Latest] = {}
     for query in queries:
-        for ticker, post_id, published_at, score, label, confidence, scored_at, version in conn.execute(query):
+        for (
+            ticker,
+            post_id,
+            published_at,
+            score,
+            label,
+            confidence,
+            scored_at,
+            version,
+        ) in conn.execute(query):
             candidate = _Latest((scored_at, version), score, label, confidence, published_at)
             current = latest.get((ticker, post_id))
             if current is None or candidate.key > current.key:
@@ -212,7 +227,10 @@ def aggregate(
                 sums.setdefault((ticker, window, start), _Window()).add(
                     score.score, score.label, score.confidence, score.published_at
                 )
-        rows = [acc.row(ticker, window, start, now) for (ticker, window, start), acc in sorted(sums.items())]
+        rows = [
+            acc.row(ticker, window, start, now)
+            for (ticker, window, start), acc in sorted(sums.items())
+        ]
         table = t.aggregates
         keys = [table.c.ticker, table.c.window_size, table.c.window_start]
         for i in range(0, len(rows), 500):

@@ -33,14 +33,20 @@ import sqlalchemy as sa
 from finpulse.schemas import WINDOW_SECONDS, Alert
 from monitor import tables as t
 from monitor.aggregation import window_start
-from monitor.detectors import Check, Detector, WindowStats, detector_for
+from monitor.detectors import Check, Detector, State, WindowStats, detector_for
+from monitor.evidence import (
+    Evidence,
+    explain,
+    rank,
+    stored_posts,
+    summary_of,
+    window_posts,
+    write_posts,
+)
 from monitor.rules import NegativeVolumeSpikeRule, RuleSet, SentimentDropRule
 from monitor.storage import Storage, utcnow
 
 logger = logging.getLogger(__name__)
-
-_POSTS_SEPARATOR = " | most negative posts: "
-_SNIPPET_CHARS = 80
 
 
 class _CursorMoved(Exception):
@@ -52,16 +58,14 @@ def alert_id(rule: str, ticker: str, window: str, start: datetime) -> str:
     return f"{rule}:{ticker}:{window}:{start:%Y-%m-%dT%H:%MZ}"
 
 
-def _snippet(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= _SNIPPET_CHARS else flat[: _SNIPPET_CHARS - 1] + "…"
-
-
 class _RuleRun:
     """One evaluation pass of one rule, inside one transaction."""
 
     def __init__(
-        self, conn: sa.Connection, storage: Storage, rule: SentimentDropRule | NegativeVolumeSpikeRule
+        self,
+        conn: sa.Connection,
+        storage: Storage,
+        rule: SentimentDropRule | NegativeVolumeSpikeRule,
     ) -> None:
         self.conn = conn
         self.storage = storage
@@ -78,7 +82,15 @@ class _RuleRun:
     def _windows(self, where: Any) -> dict[str, list[WindowStats]]:
         a = t.aggregates
         query = (
-            sa.select(a.c.ticker, a.c.window_start, a.c.n, a.c.n_negative, a.c.mean_score, a.c.score_std, a.c.last_published_at)
+            sa.select(
+                a.c.ticker,
+                a.c.window_start,
+                a.c.n,
+                a.c.n_negative,
+                a.c.mean_score,
+                a.c.score_std,
+                a.c.last_published_at,
+            )
             .where(a.c.window_size == self.rule.window, where)
             .order_by(a.c.ticker, a.c.window_start)
         )
@@ -89,7 +101,9 @@ class _RuleRun:
 
     def _load_alert_state(self) -> None:
         al = t.alerts
-        rows = self.conn.execute(sa.select(al).where(al.c.rule == self.rule.name, al.c.state == "firing"))
+        rows = self.conn.execute(
+            sa.select(al).where(al.c.rule == self.rule.name, al.c.state == "firing")
+        )
         self.firing = {row["ticker"]: dict(row) for row in rows.mappings()}
         resolved = self.conn.execute(
             sa.select(al.c.ticker, sa.func.max(al.c.resolved_at))
@@ -98,38 +112,17 @@ class _RuleRun:
         )
         self.last_resolved = dict(resolved.all())
 
-    def _top_posts(self, ticker: str, start: datetime) -> list[tuple[str, float, str]]:
-        """(post id, latest score, snippet) of the window's posts, most negative first."""
-        p, pt, s = t.posts, t.post_tickers, t.scores
-        query = (
-            sa.select(p.c.id, p.c.title, p.c.text, s.c.score, s.c.scored_at, s.c.model_version)
-            .join(pt, pt.c.post_id == p.c.id)
-            .join(s, s.c.post_id == p.c.id)
-            .where(pt.c.ticker == ticker, pt.c.published_at >= start, pt.c.published_at < start + self.size)
-        )
-        latest: dict[str, tuple[Any, ...]] = {}
-        for post_id, title, text, score, scored_at, version in self.conn.execute(query):
-            if post_id not in latest or (scored_at, version) > latest[post_id][0]:
-                latest[post_id] = ((scored_at, version), score, _snippet(title or text))
-        ranked = sorted(((pid, v[1], v[2]) for pid, v in latest.items()), key=lambda x: (x[1], x[0]))
-        return ranked[: self.rule.explain_posts]
-
     # ---- writing -------------------------------------------------------------------------
 
-    def _explanation(self, summary: str, posts: list[tuple[str, float, str]]) -> str:
-        listed = "; ".join(f'{pid} ({score:+.2f}) "{snippet}"' for pid, score, snippet in posts)
-        return f"{self.rule.name} on {self.rule.window} windows: {summary}{_POSTS_SEPARATOR}{listed}"
+    def _summary(self, check: Check) -> str:
+        return f"{self.rule.name} on {self.rule.window} windows: {check.summary}"
 
-    def _write_posts(self, alert: str, posts: list[tuple[str, float, str]]) -> None:
-        ap = t.alert_posts
-        self.conn.execute(sa.delete(ap).where(ap.c.alert_id == alert))
-        if posts:
-            rows = [{"alert_id": alert, "post_id": pid, "rank": i, "score": sc} for i, (pid, sc, _) in enumerate(posts, 1)]
-            self.conn.execute(sa.insert(ap), rows)
+    def _evidence(self, ticker: str, start: datetime) -> list[Evidence]:
+        return window_posts(self.conn, ticker, start, start + self.size, self.rule.explain_posts)
 
     def _fire(self, ticker: str, window: WindowStats, check: Check) -> None:
         ident = alert_id(self.rule.name, ticker, self.rule.window, window.start)
-        posts = self._top_posts(ticker, window.start)
+        posts = self._evidence(ticker, window.start)
         row = {
             "id": ident,
             "rule": self.rule.name,
@@ -145,36 +138,37 @@ class _RuleRun:
             "fired_at": window.last_published_at,
             "resolved_at": None,
             "updated_at": self.now,
-            "explanation": self._explanation(check.summary, posts),
+            "explanation": explain(self._summary(check), posts),
         }
-        stmt = self.storage.insert(t.alerts).values(row).on_conflict_do_nothing().returning(t.alerts.c.id)
+        stmt = (
+            self.storage.insert(t.alerts)
+            .values(row)
+            .on_conflict_do_nothing()
+            .returning(t.alerts.c.id)
+        )
         if self.conn.execute(stmt).first() is None:
             logger.debug("alert %s already stored", ident)
             return
-        self._write_posts(ident, posts)
+        write_posts(self.conn, ident, posts)
         self.firing[ticker] = row
         self.new_ids.append(ident)
         logger.info("alert fired: %s (%s)", ident, check.summary)
 
     def _extend(self, alert: dict[str, Any], window: WindowStats, check: Check) -> None:
-        changes: dict[str, Any] = {"last_window_start": max(window.start, alert["last_window_start"]), "updated_at": self.now}
-        summary, _, _ = alert["explanation"].partition(_POSTS_SEPARATOR)
+        changes: dict[str, Any] = {
+            "last_window_start": max(window.start, alert["last_window_start"]),
+            "updated_at": self.now,
+        }
+        summary = summary_of(alert["explanation"])
         if self.detector.worse(check.value, alert["value"]):
             changes.update(value=check.value, threshold=check.threshold, baseline=check.baseline)
-            summary = f"{self.rule.name} on {self.rule.window} windows: {check.summary}"
-        ap = t.alert_posts
-        known = self.conn.execute(
-            sa.select(ap.c.post_id, ap.c.score, t.posts.c.title, t.posts.c.text)
-            .join(t.posts, t.posts.c.id == ap.c.post_id)
-            .where(ap.c.alert_id == alert["id"])
-        )
-        merged = {pid: (pid, sc, _snippet(title or text)) for pid, sc, title, text in known}
-        merged.update({post[0]: post for post in self._top_posts(alert["ticker"], window.start)})
-        posts = sorted(merged.values(), key=lambda x: (x[1], x[0]))[: self.rule.explain_posts]
-        listed = "; ".join(f'{pid} ({score:+.2f}) "{snippet}"' for pid, score, snippet in posts)
-        changes["explanation"] = f"{summary}{_POSTS_SEPARATOR}{listed}"
+            summary = self._summary(check)
+        merged = {e.post_id: e for e in stored_posts(self.conn, alert["id"])}
+        merged.update({e.post_id: e for e in self._evidence(alert["ticker"], window.start)})
+        posts = rank(list(merged.values()), self.rule.explain_posts)
+        changes["explanation"] = explain(summary, posts)
         self.conn.execute(sa.update(t.alerts).where(t.alerts.c.id == alert["id"]).values(**changes))
-        self._write_posts(alert["id"], posts)
+        write_posts(self.conn, alert["id"], posts)
         alert.update(changes)
 
     def _resolve(self, ticker: str, at: datetime) -> None:
@@ -210,69 +204,108 @@ class _RuleRun:
         elif check.hit is False and alert is not None and window.start > alert["last_window_start"]:
             self._resolve(ticker, window.start)
 
-    def run(self, since: datetime | None) -> list[str]:
-        rule, a = self.rule, t.aggregates
-        bounds = self.conn.execute(
-            sa.select(sa.func.min(a.c.window_start), sa.func.max(a.c.window_start)).where(a.c.window_size == rule.window)
+    def _clock(self) -> tuple[datetime, datetime] | None:
+        """(stream start, closed-until) in event time, or None while there are no windows."""
+        a, rule = t.aggregates, self.rule
+        stream_start, newest = self.conn.execute(
+            sa.select(sa.func.min(a.c.window_start), sa.func.max(a.c.window_start)).where(
+                a.c.window_size == rule.window
+            )
         ).one()
-        if bounds[0] is None:
-            return []
-        stream_start, newest = bounds
+        if stream_start is None:
+            return None
         watermark = self.conn.execute(
-            sa.select(sa.func.max(a.c.last_published_at)).where(a.c.window_size == rule.window, a.c.window_start >= newest)
+            sa.select(sa.func.max(a.c.last_published_at)).where(
+                a.c.window_size == rule.window, a.c.window_start >= newest
+            )
         ).scalar_one()
-        closed_until = window_start(watermark - rule.lateness, WINDOW_SECONDS[rule.window])
+        return stream_start, window_start(watermark - rule.lateness, WINDOW_SECONDS[rule.window])
 
-        cursor = self.conn.execute(sa.select(t.rule_cursors).where(t.rule_cursors.c.rule == rule.name)).mappings().first()
+    def _close(
+        self,
+        ticker: str,
+        windows: list[WindowStats],
+        state: State | None,
+        stream_start: datetime,
+        alert_from: datetime | None,
+    ) -> State | None:
+        """Judge closed windows in order; return the baseline after the last of them."""
+        for window in windows:
+            current = self.detector.advance(state, window, stream_start)
+            if alert_from is None or window.start >= alert_from:
+                self._judge(ticker, window, self.detector.check(current, window, stream_start))
+            state = self.detector.update(current, window)
+        return state
+
+    def _peek(
+        self, ticker: str, windows: list[WindowStats], state: State | None, stream_start: datetime
+    ) -> None:
+        """Fire early on open windows that already meet the condition."""
+        for window in windows:
+            if ticker in self.firing:
+                return
+            if not self._cooled_down(ticker, window.start):
+                continue
+            current = self.detector.advance(state, window, stream_start)
+            check = self.detector.check(current, window, stream_start)
+            if check.hit is True:
+                self._fire(ticker, window, check)
+
+    def run(self, since: datetime | None) -> list[str]:
+        """Judge newly closed windows, peek at open ones; return the ids of new alerts.
+
+        Raises:
+            _CursorMoved: another process judged the same windows first.
+        """
+        rule, a, rb = self.rule, t.aggregates, t.rule_baselines
+        clock = self._clock()
+        if clock is None:
+            return []
+        stream_start, closed_until = clock
+        cursor = (
+            self.conn.execute(sa.select(t.rule_cursors).where(t.rule_cursors.c.rule == rule.name))
+            .mappings()
+            .first()
+        )
         fingerprint = rule.fingerprint()
-        baselines: dict[str, dict[str, Any]] = {}
+        baselines: dict[str, State] = {}
+        done_until: datetime | None = None
+        alert_from: datetime | None = None
         if cursor is not None and cursor["fingerprint"] == fingerprint:
-            done_until: datetime | None = cursor["closed_until"]
-            alert_from = None
-            rows = self.conn.execute(sa.select(t.rule_baselines.c.ticker, t.rule_baselines.c.state).where(t.rule_baselines.c.rule == rule.name))
-            baselines = {ticker: state for ticker, state in rows}
+            done_until = cursor["closed_until"]
+            rows = self.conn.execute(
+                sa.select(rb.c.ticker, rb.c.state).where(rb.c.rule == rule.name)
+            )
+            baselines = dict(rows.all())
         else:
             # First run, or the baseline's definition changed: rebuild it from all history,
             # but only alert on windows the previous configuration had not judged yet.
-            done_until = None
             alert_from = cursor["closed_until"] if cursor is not None else None
-            self.conn.execute(sa.delete(t.rule_baselines).where(t.rule_baselines.c.rule == rule.name))
+            self.conn.execute(sa.delete(rb).where(rb.c.rule == rule.name))
         self._load_alert_state()
 
-        advanced = done_until is None or closed_until > done_until
-        if advanced:
+        if done_until is None or closed_until > done_until:
             where = a.c.window_start < closed_until
             if done_until is not None:
                 where = sa.and_(where, a.c.window_start >= done_until)
-            dirty: set[str] = set()
-            for ticker, windows in self._windows(where).items():
-                state = baselines.get(ticker)
-                for window in windows:
-                    state = self.detector.advance(state, window, stream_start)
-                    if alert_from is None or window.start >= alert_from:
-                        self._judge(ticker, window, self.detector.check(state, window, stream_start))
-                    state = self.detector.update(state, window)
-                baselines[ticker] = state
-                dirty.add(ticker)
+            closed = self._windows(where)
+            for ticker, windows in closed.items():
+                state = self._close(
+                    ticker, windows, baselines.get(ticker), stream_start, alert_from
+                )
+                if state is not None:
+                    baselines[ticker] = state
             for ticker in list(self.firing):
                 if self._stale_until(self.firing[ticker]) <= closed_until:
                     self._resolve(ticker, self._stale_until(self.firing[ticker]))
-            self._save(dirty, baselines, cursor, closed_until, fingerprint)
+            self._save(set(closed), baselines, cursor, closed_until, fingerprint)
 
         # Open windows may fire early; they are judged for good once closed.
         where = a.c.window_start >= closed_until
         if since is not None:
             where = sa.and_(where, a.c.updated_at >= since)
         for ticker, windows in self._windows(where).items():
-            for window in windows:
-                if ticker in self.firing:
-                    break
-                if not self._cooled_down(ticker, window.start):
-                    continue
-                state = self.detector.advance(baselines.get(ticker), window, stream_start)
-                check = self.detector.check(state, window, stream_start)
-                if check.hit is True:
-                    self._fire(ticker, window, check)
+            self._peek(ticker, windows, baselines.get(ticker), stream_start)
         return self.new_ids
 
     def _save(
@@ -284,7 +317,15 @@ class _RuleRun:
         fingerprint: str,
     ) -> None:
         rb, rc = t.rule_baselines, t.rule_cursors
-        rows = [{"rule": self.rule.name, "ticker": ticker, "state": baselines[ticker], "updated_at": self.now} for ticker in sorted(dirty)]
+        rows = [
+            {
+                "rule": self.rule.name,
+                "ticker": ticker,
+                "state": baselines[ticker],
+                "updated_at": self.now,
+            }
+            for ticker in sorted(dirty)
+        ]
         for i in range(0, len(rows), 500):
             stmt = self.storage.insert(rb).values(rows[i : i + 500])
             stmt = stmt.on_conflict_do_update(
@@ -292,14 +333,28 @@ class _RuleRun:
                 set_={"state": stmt.excluded.state, "updated_at": stmt.excluded.updated_at},
             )
             self.conn.execute(stmt)
-        values = {"window_size": self.rule.window, "fingerprint": fingerprint, "closed_until": closed_until, "updated_at": self.now}
+        values = {
+            "window_size": self.rule.window,
+            "fingerprint": fingerprint,
+            "closed_until": closed_until,
+            "updated_at": self.now,
+        }
         if cursor is None:
-            stmt = self.storage.insert(rc).values(rule=self.rule.name, **values).on_conflict_do_nothing().returning(rc.c.rule)
+            stmt = (
+                self.storage.insert(rc)
+                .values(rule=self.rule.name, **values)
+                .on_conflict_do_nothing()
+                .returning(rc.c.rule)
+            )
             moved = self.conn.execute(stmt).first() is None
         else:
             result = self.conn.execute(
                 sa.update(rc)
-                .where(rc.c.rule == self.rule.name, rc.c.closed_until == cursor["closed_until"], rc.c.fingerprint == cursor["fingerprint"])
+                .where(
+                    rc.c.rule == self.rule.name,
+                    rc.c.closed_until == cursor["closed_until"],
+                    rc.c.fingerprint == cursor["fingerprint"],
+                )
                 .values(**values)
             )
             moved = result.rowcount != 1
@@ -334,5 +389,13 @@ def evaluate(storage: Storage, rules: RuleSet, since: datetime | None = None) ->
     if not new_ids:
         return []
     with storage.begin() as conn:
-        rows = conn.execute(sa.select(t.alerts).where(t.alerts.c.id.in_(new_ids)).order_by(t.alerts.c.fired_at, t.alerts.c.id)).mappings().all()
+        rows = (
+            conn.execute(
+                sa.select(t.alerts)
+                .where(t.alerts.c.id.in_(new_ids))
+                .order_by(t.alerts.c.fired_at, t.alerts.c.id)
+            )
+            .mappings()
+            .all()
+        )
         return storage.alert_records(conn, rows)

@@ -50,7 +50,9 @@ class Check:
 class Detector(Protocol):
     """How one kind of rule judges windows; see the module docstring."""
 
-    def advance(self, state: State | None, window: WindowStats, stream_start: datetime) -> State: ...
+    def advance(
+        self, state: State | None, window: WindowStats, stream_start: datetime
+    ) -> State: ...
 
     def check(self, state: State, window: WindowStats, stream_start: datetime) -> Check: ...
 
@@ -157,7 +159,9 @@ class NegativeVolumeSpikeDetector:
         )
         if window.start - stream_start < rule.warmup:
             return Check(None, float(window.n_negative), required, rate, "stream warming up")
-        return Check(window.n_negative >= required, float(window.n_negative), required, rate, summary)
+        return Check(
+            window.n_negative >= required, float(window.n_negative), required, rate, summary
+        )
 
     def update(self, state: State, window: WindowStats) -> State:
         k = state["windows"] + 1

@@ -17,7 +17,26 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 logger = logging.getLogger(__name__)
 
 # Seconds, from a fast GPU batch (ms) to a backed-up pipeline (minutes).
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 
 
@@ -48,7 +67,10 @@ class Metrics:
         kw: dict[str, Any] = {"registry": registry} if registry is not None else {}
         self.registry = registry
         self.messages_consumed = Counter(
-            "finpulse_ingest_messages_consumed_total", "Raw messages read from Kafka.", ["topic"], **kw
+            "finpulse_ingest_messages_consumed_total",
+            "Raw messages read from Kafka.",
+            ["topic"],
+            **kw,
         )
         self.messages_invalid = Counter(
             "finpulse_ingest_messages_invalid_total",
@@ -56,12 +78,19 @@ class Metrics:
             ["reason"],
             **kw,
         )
-        self.posts_scored = Counter("finpulse_scorer_posts_scored_total", "Posts scored by the model.", **kw)
+        self.posts_scored = Counter(
+            "finpulse_scorer_posts_scored_total", "Posts scored by the model.", **kw
+        )
         self.scores_stored = Counter(
-            "finpulse_monitor_scores_stored_total", "New score rows committed to the database.", **kw
+            "finpulse_monitor_scores_stored_total",
+            "New score rows committed to the database.",
+            **kw,
         )
         self.batch_size = Histogram(
-            "finpulse_scorer_batch_size_posts", "Posts per scoring batch.", buckets=BATCH_SIZE_BUCKETS, **kw
+            "finpulse_scorer_batch_size_posts",
+            "Posts per scoring batch.",
+            buckets=BATCH_SIZE_BUCKETS,
+            **kw,
         )
         self.inference_latency = Histogram(
             "finpulse_scorer_inference_latency_seconds",
@@ -89,7 +118,9 @@ class Metrics:
         )
         self.model_info = Info("finpulse_scorer_model", "The model version being served.", **kw)
         self.last_batch_timestamp = Gauge(
-            "finpulse_scorer_last_batch_timestamp_seconds", "Unix time of the last committed batch.", **kw
+            "finpulse_scorer_last_batch_timestamp_seconds",
+            "Unix time of the last committed batch.",
+            **kw,
         )
         self.consumer_lag = Gauge(
             "finpulse_scorer_consumer_lag_messages",

@@ -97,7 +97,9 @@ class ModelRegistry:
         if not version:
             raise ConfigError("version: must not be empty", field="version")
         if status not in ("champion", "challenger"):
-            raise ConfigError(f"status: must be 'champion' or 'challenger', not {status!r}", field="status")
+            raise ConfigError(
+                f"status: must be 'champion' or 'challenger', not {status!r}", field="status"
+            )
         row = {
             "version": version,
             "created_at": utcnow(),
@@ -109,7 +111,12 @@ class ModelRegistry:
             "status": "challenger",
         }
         with self.storage.begin() as conn:
-            stmt = self.storage.insert(t.model_versions).values(row).on_conflict_do_nothing().returning(t.model_versions.c.version)
+            stmt = (
+                self.storage.insert(t.model_versions)
+                .values(row)
+                .on_conflict_do_nothing()
+                .returning(t.model_versions.c.version)
+            )
             inserted = conn.execute(stmt).first() is not None
         if inserted:
             logger.info("registered model version %s (%s, %s)", version, base, method)
@@ -172,7 +179,14 @@ class ModelRegistry:
             if row["status"] == "champion":
                 return
             previous = self._demote_champion(conn, "superseded", now)
-            self._set(conn, version, status="champion", promoted_at=now, retired_at=None, retired_reason=None)
+            self._set(
+                conn,
+                version,
+                status="champion",
+                promoted_at=now,
+                retired_at=None,
+                retired_reason=None,
+            )
         logger.info("promoted model version %s (was champion: %s)", version, previous)
 
     def rollback(self) -> ModelVersion:
@@ -190,14 +204,25 @@ class ModelRegistry:
         with self.storage.begin() as conn:
             target = conn.execute(
                 sa.select(mv.c.version)
-                .where(mv.c.status == "retired", mv.c.retired_reason == "superseded", mv.c.promoted_at.is_not(None))
+                .where(
+                    mv.c.status == "retired",
+                    mv.c.retired_reason == "superseded",
+                    mv.c.promoted_at.is_not(None),
+                )
                 .order_by(mv.c.retired_at.desc(), mv.c.promoted_at.desc())
                 .limit(1)
             ).scalar_one_or_none()
             if target is None:
                 raise ConfigError("no earlier champion to roll back to", field="version")
             previous = self._demote_champion(conn, "rolled_back", now)
-            self._set(conn, target, status="champion", promoted_at=now, retired_at=None, retired_reason=None)
+            self._set(
+                conn,
+                target,
+                status="champion",
+                promoted_at=now,
+                retired_at=None,
+                retired_reason=None,
+            )
             row = self._row(conn, target)
         logger.info("rolled back model champion %s -> %s", previous, target)
         return _record(row)

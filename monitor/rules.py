@@ -16,7 +16,7 @@ import logging
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -116,7 +116,7 @@ class NegativeVolumeSpikeRule(_Rule):
     warmup: Duration = timedelta(hours=12)
 
 
-Rule = Annotated[Union[SentimentDropRule, NegativeVolumeSpikeRule], Field(discriminator="kind")]
+Rule = Annotated[SentimentDropRule | NegativeVolumeSpikeRule, Field(discriminator="kind")]
 RULE_KINDS = ("sentiment_drop", "negative_volume_spike")
 
 
@@ -166,9 +166,13 @@ class RuleSet(BaseModel):
         except FileNotFoundError as exc:
             raise ConfigError(f"rules file not found: {path}", field="alerts.rules_file") from exc
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise ConfigError(f"rules file {path} is not readable YAML: {exc}", field="alerts.rules_file") from exc
+            raise ConfigError(
+                f"rules file {path} is not readable YAML: {exc}", field="alerts.rules_file"
+            ) from exc
         if not isinstance(raw, dict):
-            raise ConfigError(f"rules file {path}: expected a mapping with a 'rules' list", field="rules")
+            raise ConfigError(
+                f"rules file {path}: expected a mapping with a 'rules' list", field="rules"
+            )
         try:
             ruleset = cls.model_validate(raw)
         except ValidationError as exc:

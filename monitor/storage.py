@@ -55,7 +55,9 @@ def _describe(exc: BaseException) -> str:
     return f"{type(orig).__name__}: {first}"
 
 
-def _chunks(rows: Sequence[dict[str, Any]], size: int = _CHUNK) -> Iterator[Sequence[dict[str, Any]]]:
+def _chunks(
+    rows: Sequence[dict[str, Any]], size: int = _CHUNK
+) -> Iterator[Sequence[dict[str, Any]]]:
     for i in range(0, len(rows), size):
         yield rows[i : i + size]
 
@@ -96,7 +98,6 @@ class Storage:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
         return engine
@@ -138,7 +139,9 @@ class Storage:
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         with self.begin() as conn:
             if self.dialect == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+                conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+                )
             config.attributes["connection"] = conn
             existing = set(sa.inspect(conn).get_table_names())
             if "alembic_version" not in existing and set(t.metadata.tables) <= existing:
@@ -155,7 +158,9 @@ class Storage:
         with self.begin() as conn:
             if not sa.inspect(conn).has_table("alembic_version"):
                 return None
-            return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one_or_none()
+            return conn.execute(
+                sa.text("SELECT version_num FROM alembic_version")
+            ).scalar_one_or_none()
 
     def save_scored(self, posts: Sequence[ScoredPost]) -> int:
         """Store scored posts in one transaction; a post or score already stored is skipped.

@@ -31,7 +31,9 @@ _SIGNED = {"score", "mean_score", "weighted", "value", "threshold"}
 def register(subparsers: Any) -> None:
     """Add ``finpulse db`` and its actions."""
     parser = subparsers.add_parser(
-        "db", help="migrate the database; list scores, aggregates and alerts", description=__doc__.splitlines()[0]
+        "db",
+        help="migrate the database; list scores, aggregates and alerts",
+        description=__doc__.splitlines()[0],
     )
     actions = parser.add_subparsers(dest="db_action", metavar="ACTION", parser_class=type(parser))
     actions.required = True
@@ -45,8 +47,12 @@ def register(subparsers: Any) -> None:
     aggregates = actions.add_parser("aggregates", help="one ticker's window aggregates")
     aggregates.add_argument("--ticker", metavar="T", required=True)
     aggregates.add_argument("--window", choices=["1m", "5m", "1h", "1d"], default="1h")
-    aggregates.add_argument("--since", metavar="ISO", type=_timestamp, help="windows starting at/after")
-    aggregates.add_argument("--until", metavar="ISO", type=_timestamp, help="windows starting before")
+    aggregates.add_argument(
+        "--since", metavar="ISO", type=_timestamp, help="windows starting at/after"
+    )
+    aggregates.add_argument(
+        "--until", metavar="ISO", type=_timestamp, help="windows starting before"
+    )
 
     scores = actions.add_parser("scores", help="scored posts, newest first")
     scores.add_argument("--ticker", metavar="T")
@@ -54,7 +60,9 @@ def register(subparsers: Any) -> None:
     scores.add_argument("--limit", metavar="N", type=_positive, default=50)
 
     for action in (alerts, aggregates, scores):
-        action.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
+        action.add_argument(
+            "--json", action="store_true", help="print a JSON array instead of a table"
+        )
     parser.set_defaults(func=run)
 
 
@@ -90,12 +98,18 @@ def _cell(value: Any, signed: bool = False) -> str:
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A plain-text table with a header rule; numbers right-aligned."""
-    cells = [[_cell(v, h in _SIGNED) for v, h in zip(row, headers)] for row in rows]
+    cells = [[_cell(v, h in _SIGNED) for v, h in zip(row, headers, strict=True)] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    numeric = [bool(rows) and all(isinstance(r[i], (int, float)) for r in rows) for i in range(len(headers))]
+    numeric = [
+        bool(rows) and all(isinstance(r[i], (int, float)) for r in rows)
+        for i in range(len(headers))
+    ]
 
     def line(values: Sequence[str]) -> str:
-        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
+        parts = [
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        ]
         return "  ".join(parts).rstrip()
 
     out = [line(headers), line(["-" * w for w in widths])]
@@ -103,9 +117,13 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(out)
 
 
-def _print(records: Sequence[Any], as_json: bool, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def _print(
+    records: Sequence[Any], as_json: bool, headers: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
     if as_json:
-        print(json.dumps([r.model_dump(mode="json") for r in records], indent=2, ensure_ascii=False))
+        print(
+            json.dumps([r.model_dump(mode="json") for r in records], indent=2, ensure_ascii=False)
+        )
     elif not records:
         print("(none)")
     else:
@@ -124,16 +142,39 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         if storage.revision() is None:
             raise ConfigError(
-                "the database has no finpulse tables yet: run `finpulse db upgrade`", field="database_url"
+                "the database has no finpulse tables yet: run `finpulse db upgrade`",
+                field="database_url",
             )
         if args.db_action == "alerts":
             alerts = storage.alerts(state=args.state, ticker=args.ticker)
             _print(
                 alerts,
                 args.json,
-                ["fired_at", "state", "severity", "rule", "ticker", "window", "value", "threshold", "resolved_at", "explanation"],
                 [
-                    (a.fired_at, a.state, a.severity, a.rule, a.ticker, a.window, a.value, a.threshold, a.resolved_at, a.explanation)
+                    "fired_at",
+                    "state",
+                    "severity",
+                    "rule",
+                    "ticker",
+                    "window",
+                    "value",
+                    "threshold",
+                    "resolved_at",
+                    "explanation",
+                ],
+                [
+                    (
+                        a.fired_at,
+                        a.state,
+                        a.severity,
+                        a.rule,
+                        a.ticker,
+                        a.window,
+                        a.value,
+                        a.threshold,
+                        a.resolved_at,
+                        a.explanation,
+                    )
                     for a in alerts
                 ],
             )
@@ -142,8 +183,29 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             _print(
                 aggs,
                 args.json,
-                ["start", "ticker", "window", "n", "mean_score", "weighted", "neg_share", "per_min"],
-                [(a.start, a.ticker, a.window, a.n, a.mean_score, a.weighted_score, a.negative_share, a.volume) for a in aggs],
+                [
+                    "start",
+                    "ticker",
+                    "window",
+                    "n",
+                    "mean_score",
+                    "weighted",
+                    "neg_share",
+                    "per_min",
+                ],
+                [
+                    (
+                        a.start,
+                        a.ticker,
+                        a.window,
+                        a.n,
+                        a.mean_score,
+                        a.weighted_score,
+                        a.negative_share,
+                        a.volume,
+                    )
+                    for a in aggs
+                ],
             )
         else:
             scored = storage.scores(ticker=args.ticker, since=args.since, limit=args.limit)
@@ -152,7 +214,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 args.json,
                 ["published_at", "id", "tickers", "label", "score", "conf", "model", "text"],
                 [
-                    (s.published_at, s.id, ",".join(s.tickers), s.label, s.score, s.confidence, s.model_version, s.title or s.text)
+                    (
+                        s.published_at,
+                        s.id,
+                        ",".join(s.tickers),
+                        s.label,
+                        s.score,
+                        s.confidence,
+                        s.model_version,
+                        s.title or s.text,
+                    )
                     for s in scored
                 ],
             )

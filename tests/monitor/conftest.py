@@ -1,4 +1,4 @@
-"""Fixtures for the monitor tests: a migrated database on SQLite and PostgreSQL, and post builders."""
+"""Monitor test fixtures: a migrated database (SQLite and PostgreSQL) and post builders."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Alert rules over stored aggregates: fire, update, resolve, guards, idempotence (SQLite + PostgreSQL)."""
+"""Alert rules over stored aggregates: fire, update, resolve, guards, idempotence."""
 
 from __future__ import annotations
 
@@ -34,7 +34,13 @@ def calm(ticker: str, hours: Iterable[int]) -> list[ScoredPost]:
 
 def burst(ticker: str, hour: int, n: int = 12, score: float = -0.8) -> list[ScoredPost]:
     return [
-        scored(f"{ticker}-bad-{hour}-{i}", hour * H + (2 + 56 * i // n) * M, (ticker,), score - 0.01 * i, text=f"{ticker} fraud probe {i}")
+        scored(
+            f"{ticker}-bad-{hour}-{i}",
+            hour * H + (2 + 56 * i // n) * M,
+            (ticker,),
+            score - 0.01 * i,
+            text=f"{ticker} fraud probe {i}",
+        )
         for i in range(n)
     ]
 
@@ -58,7 +64,11 @@ def test_a_calm_series_fires_nothing(storage: Storage) -> None:
 
 
 def test_a_burst_fires_both_rules_once_with_its_posts(storage: Storage) -> None:
-    posts = calm("ACME", [h for h in range(48) if h != 30]) + burst("ACME", 30) + calm("BETA", range(48))
+    posts = (
+        calm("ACME", [h for h in range(48) if h != 30])
+        + burst("ACME", 30)
+        + calm("BETA", range(48))
+    )
     fired = run(storage, posts)
     assert {a.rule for a in fired} == BOTH
     for alert in fired:
@@ -124,7 +134,9 @@ def test_an_alert_updates_while_firing_and_resolves_when_clear(storage: Storage)
     # For the spike rule two posts with no negatives is a clear window.
     assert spike.resolved_at == T0 + 32 * H
     with storage.begin() as conn:
-        last = conn.execute(sa.select(tables.alerts.c.last_window_start).where(tables.alerts.c.id == drop.id)).scalar_one()
+        last = conn.execute(
+            sa.select(tables.alerts.c.last_window_start).where(tables.alerts.c.id == drop.id)
+        ).scalar_one()
     assert last == T0 + 31 * H
 
 
@@ -140,7 +152,11 @@ def test_an_alert_with_no_later_windows_resolves_after_resolve_after(storage: St
 def test_streaming_batches_fire_early_and_end_like_one_pass(storage: Storage) -> None:
     """Hour by hour as a live monitor would: the burst fires while its hour is still open."""
     hours: dict[int, list[ScoredPost]] = {}
-    for post in calm("ACME", [h for h in range(40) if h != 30]) + burst("ACME", 30) + calm("BETA", range(40)):
+    for post in (
+        calm("ACME", [h for h in range(40) if h != 30])
+        + burst("ACME", 30)
+        + calm("BETA", range(40))
+    ):
         hours.setdefault(int((post.published_at - T0) / H), []).append(post)
     mark: datetime | None = None
     fired_in: dict[int, set[str]] = {}
@@ -155,11 +171,15 @@ def test_streaming_batches_fire_early_and_end_like_one_pass(storage: Storage) ->
         assert all(a.state == "firing" for a in fired)
     assert fired_in == {30: BOTH}
     alerts = storage.alerts()
-    assert {(a.rule, a.state, a.resolved_at) for a in alerts} == {(rule, "resolved", T0 + 31 * H) for rule in BOTH}
+    assert {(a.rule, a.state, a.resolved_at) for a in alerts} == {
+        (rule, "resolved", T0 + 31 * H) for rule in BOTH
+    }
     assert all(a.fired_at == T0 + 30 * H + 53 * M for a in alerts)
 
 
-def test_changing_the_baseline_config_rebuilds_without_realerting(storage: Storage, tmp_path) -> None:
+def test_changing_the_baseline_config_rebuilds_without_realerting(
+    storage: Storage, tmp_path
+) -> None:
     posts = calm("ACME", [h for h in range(40) if h != 30]) + burst("ACME", 30)
     assert len(run(storage, posts)) == 2
     path = tmp_path / "rules.yaml"

@@ -45,15 +45,34 @@ def test_upgrade_then_query(database_url: str, capsys: pytest.CaptureFixture[str
 
     assert finpulse_db(database_url, "scores", "--ticker", "ACME") == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["published_at", "id", "tickers", "label", "score", "conf", "model", "text"]
+    assert table[0].split() == [
+        "published_at",
+        "id",
+        "tickers",
+        "label",
+        "score",
+        "conf",
+        "model",
+        "text",
+    ]
     assert "Acme recalls every widget" in table[-1]
     assert table[2].split()[2:4] == ["b", "ACME,BETA"]
 
-    assert finpulse_db(database_url, "aggregates", "--ticker", "acme", "--window", "1h", "--json") == 0
+    assert (
+        finpulse_db(database_url, "aggregates", "--ticker", "acme", "--window", "1h", "--json") == 0
+    )
     rows = json.loads(capsys.readouterr().out)
-    assert [(r["start"], r["n"]) for r in rows] == [("2024-03-04T00:00:00Z", 1), ("2024-03-04T01:00:00Z", 1)]
+    assert [(r["start"], r["n"]) for r in rows] == [
+        ("2024-03-04T00:00:00Z", 1),
+        ("2024-03-04T01:00:00Z", 1),
+    ]
 
-    assert finpulse_db(database_url, "aggregates", "--ticker", "ACME", "--since", "2024-03-04T00:30", "--json") == 0
+    assert (
+        finpulse_db(
+            database_url, "aggregates", "--ticker", "ACME", "--since", "2024-03-04T00:30", "--json"
+        )
+        == 0
+    )
     assert len(json.loads(capsys.readouterr().out)) == 1
 
     assert finpulse_db(database_url, "alerts", "--state", "firing") == 0

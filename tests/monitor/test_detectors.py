@@ -24,7 +24,11 @@ def test_sentiment_baseline_is_a_running_mean_then_an_ewma() -> None:
     detector = SentimentDropDetector(SentimentDropRule(name="d", kind="sentiment_drop", halflife=1))
     state = detector.advance(None, window(0, 4, 0.2, 0.1), T0)
     state = detector.update(state, window(0, 4, 0.2, 0.1))
-    assert (state["mean"], state["var"], state["posts"]) == (pytest.approx(0.2), pytest.approx(0.01), 4)
+    assert (state["mean"], state["var"], state["posts"]) == (
+        pytest.approx(0.2),
+        pytest.approx(0.01),
+        4,
+    )
     state = detector.update(state, window(1, 2, 0.0, 0.0))
     # k=2: weight max(alpha=0.5, 1/2) = 0.5; spread = 0 + (0 - 0.2)^2 = 0.04
     assert state["mean"] == pytest.approx(0.1)
@@ -77,6 +81,10 @@ def test_negative_spike_needs_ratio_and_minimum_count() -> None:
     assert detector.check(state, window(10, 20, -0.5, negatives=8), T0).hit is True  # 8 >= 4 * 2
     assert detector.check(state, window(10, 20, -0.5, negatives=7), T0).hit is False
     quiet = {"rate": 0.0, "windows": 48, "last": int((T0 + 9 * H).timestamp())}
-    assert detector.check(quiet, window(10, 4, -0.9, negatives=4), T0).hit is False  # < min_negative
+    assert (
+        detector.check(quiet, window(10, 4, -0.9, negatives=4), T0).hit is False
+    )  # < min_negative
     assert detector.check(quiet, window(10, 5, -0.9, negatives=5), T0).hit is True
-    assert detector.check(quiet, window(0, 9, -0.9, negatives=9), T0).hit is None  # stream warming up
+    assert (
+        detector.check(quiet, window(0, 9, -0.9, negatives=9), T0).hit is None
+    )  # stream warming up

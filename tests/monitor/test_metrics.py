@@ -28,8 +28,16 @@ def test_metrics_record_on_their_own_registry() -> None:
     assert sample("finpulse_scorer_inference_latency_seconds_bucket", {"le": "0.025"}) == 1
     assert sample("finpulse_scorer_inference_latency_seconds_bucket", {"le": "0.01"}) == 0
     assert sample("finpulse_pipeline_end_to_end_latency_seconds_sum") == 1.5
-    assert sample("finpulse_monitor_alerts_fired_total", {"rule": "sentiment_drop", "severity": "warning"}) == 1
-    assert sample("finpulse_scorer_model_info", {"version": "v1", "base": "minilm", "method": "lora"}) == 1
+    assert (
+        sample(
+            "finpulse_monitor_alerts_fired_total", {"rule": "sentiment_drop", "severity": "warning"}
+        )
+        == 1
+    )
+    assert (
+        sample("finpulse_scorer_model_info", {"version": "v1", "base": "minilm", "method": "lora"})
+        == 1
+    )
     # A second Metrics on another registry does not clash (no global state).
     Metrics(CollectorRegistry())
 

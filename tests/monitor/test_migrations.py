@@ -23,5 +23,12 @@ def test_every_table_and_time_index_exists(storage: Storage) -> None:
     indexed = {tuple(ix["column_names"]) for ix in inspector.get_indexes("post_tickers")}
     assert ("ticker", "published_at") in indexed
     assert ("published_at",) in {tuple(ix["column_names"]) for ix in inspector.get_indexes("posts")}
-    assert inspector.get_pk_constraint("scores")["constrained_columns"] == ["post_id", "model_version"]
-    assert inspector.get_pk_constraint("aggregates")["constrained_columns"] == ["ticker", "window_size", "window_start"]
+    assert inspector.get_pk_constraint("scores")["constrained_columns"] == [
+        "post_id",
+        "model_version",
+    ]
+    assert inspector.get_pk_constraint("aggregates")["constrained_columns"] == [
+        "ticker",
+        "window_size",
+        "window_start",
+    ]

@@ -25,7 +25,12 @@ def test_register_is_idempotent_and_round_trips(storage: Storage) -> None:
     _register(registry, "v1", trainable_params=12345)
     _register(registry, "v1")
     (v1,) = registry.list()
-    assert (v1.version, v1.status, v1.method, v1.trainable_params) == ("v1", "challenger", "lora", 12345)
+    assert (v1.version, v1.status, v1.method, v1.trainable_params) == (
+        "v1",
+        "challenger",
+        "lora",
+        12345,
+    )
     assert v1.metrics["per_class"]["negative"]["f1"] == 0.7
     assert registry.champion() is None
 
@@ -49,7 +54,11 @@ def test_rollback_steps_back_through_earlier_champions(storage: Storage) -> None
     assert registry.rollback().version == "v2"
     assert registry.get("v3").retired_reason == "rolled_back"
     assert registry.rollback().version == "v1"  # further back, not back to v3
-    assert {m.version: m.status for m in registry.list()} == {"v1": "champion", "v2": "retired", "v3": "retired"}
+    assert {m.version: m.status for m in registry.list()} == {
+        "v1": "champion",
+        "v2": "retired",
+        "v3": "retired",
+    }
     with pytest.raises(ConfigError, match="no earlier champion"):
         registry.rollback()
     registry.promote("v3")  # an explicit promote brings a rolled-back version back

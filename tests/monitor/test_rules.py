@@ -16,13 +16,20 @@ def test_bundled_rules_load_with_both_kinds() -> None:
     kinds = {type(rule) for rule in rules.enabled}
     assert kinds == {SentimentDropRule, NegativeVolumeSpikeRule}
     drop = next(r for r in rules.rules if isinstance(r, SentimentDropRule))
-    assert (drop.window, drop.z_threshold, drop.min_posts, drop.cooldown) == ("1h", 3.0, 5, timedelta(hours=6))
+    assert (drop.window, drop.z_threshold, drop.min_posts, drop.cooldown) == (
+        "1h",
+        3.0,
+        5,
+        timedelta(hours=6),
+    )
     assert rules.windows == ("1h",)
 
 
 def test_a_minimal_rule_takes_the_defaults(tmp_path: Path) -> None:
     path = tmp_path / "rules.yaml"
-    path.write_text("rules:\n  - {name: drop_5m, kind: sentiment_drop, window: 5m, cooldown: 90s}\n")
+    path.write_text(
+        "rules:\n  - {name: drop_5m, kind: sentiment_drop, window: 5m, cooldown: 90s}\n"
+    )
     (rule,) = RuleSet.load(path).rules
     assert isinstance(rule, SentimentDropRule)
     assert (rule.window, rule.cooldown, rule.min_drop) == ("5m", timedelta(seconds=90), 0.3)
@@ -31,17 +38,34 @@ def test_a_minimal_rule_takes_the_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("body", "field", "words"),
     [
-        ("rules:\n  - {name: a, kind: sentiment_drop, z_threshold: -1}\n", "rules[0].z_threshold", "greater than 0"),
         (
-            "rules:\n  - {name: a, kind: sentiment_drop}\n  - {name: b, kind: negative_volume_spike, ratio: 0.5}\n",
+            "rules:\n  - {name: a, kind: sentiment_drop, z_threshold: -1}\n",
+            "rules[0].z_threshold",
+            "greater than 0",
+        ),
+        (
+            "rules:\n  - {name: a, kind: sentiment_drop}\n"
+            "  - {name: b, kind: negative_volume_spike, ratio: 0.5}\n",
             "rules[1].ratio",
             "greater than 1",
         ),
-        ("rules:\n  - {name: a, kind: sentiment_drop, cooldown: soon}\n", "rules[0].cooldown", "invalid duration"),
+        (
+            "rules:\n  - {name: a, kind: sentiment_drop, cooldown: soon}\n",
+            "rules[0].cooldown",
+            "invalid duration",
+        ),
         ("rules:\n  - {name: a, kind: sentiment_drop, window: 2m}\n", "rules[0].window", "1m"),
-        ("rules:\n  - {name: a, kind: sentiment_drop, treshold: 3}\n", "rules[0].treshold", "Extra inputs"),
+        (
+            "rules:\n  - {name: a, kind: sentiment_drop, treshold: 3}\n",
+            "rules[0].treshold",
+            "Extra inputs",
+        ),
         ("rules:\n  - {name: a, kind: volume_magic}\n", "rules[0]", "volume_magic"),
-        ("rules:\n  - {name: a, kind: sentiment_drop}\n  - {name: a, kind: sentiment_drop}\n", "rules", "duplicate"),
+        (
+            "rules:\n  - {name: a, kind: sentiment_drop}\n  - {name: a, kind: sentiment_drop}\n",
+            "rules",
+            "duplicate",
+        ),
     ],
 )
 def test_invalid_rules_name_the_field(tmp_path: Path, body: str, field: str, words: str) -> None:
@@ -77,4 +101,7 @@ def test_durations() -> None:
 def test_fingerprint_follows_what_the_baseline_depends_on() -> None:
     rule = SentimentDropRule(name="a", kind="sentiment_drop")
     assert rule.model_copy(update={"z_threshold": 4.0}).fingerprint() == rule.fingerprint()
-    assert SentimentDropRule(name="a", kind="sentiment_drop", halflife=6).fingerprint() != rule.fingerprint()
+    assert (
+        SentimentDropRule(name="a", kind="sentiment_drop", halflife=6).fingerprint()
+        != rule.fingerprint()
+    )

@@ -23,7 +23,10 @@ def test_migrate_twice_keeps_data(storage: Storage) -> None:
 
 
 def test_save_scored_is_idempotent(storage: Storage) -> None:
-    batch = [scored("a", timedelta(minutes=1), ("ACME", "BETA"), -0.5), scored("b", timedelta(minutes=2))]
+    batch = [
+        scored("a", timedelta(minutes=1), ("ACME", "BETA"), -0.5),
+        scored("b", timedelta(minutes=2)),
+    ]
     assert storage.save_scored(batch) == 2
     assert storage.save_scored(batch) == 0
     assert storage.save_scored(batch + batch) == 0
@@ -60,7 +63,9 @@ def test_scores_round_trip_and_filter(storage: Storage) -> None:
     assert first.text == "Acme and Beta warn"
     assert first.probabilities["negative"] == pytest.approx(0.6)
     assert [s.id for s in storage.scores(ticker="beta")] == ["b", "a"]
-    assert [s.id for s in storage.scores(since=T0 + timedelta(minutes=2), until=T0 + timedelta(hours=1))] == ["b"]
+    assert [
+        s.id for s in storage.scores(since=T0 + timedelta(minutes=2), until=T0 + timedelta(hours=1))
+    ] == ["b"]
     assert len(storage.scores(limit=2)) == 2
 
 
@@ -69,7 +74,9 @@ def test_times_in_other_zones_are_stored_as_the_same_instant(storage: Storage) -
 
     tokyo = timezone(timedelta(hours=9))
     storage.save_scored([scored("a", (T0 + timedelta(hours=3)).astimezone(tokyo))])
-    (back,) = storage.scores(since=T0 + timedelta(hours=3), until=T0 + timedelta(hours=3, seconds=1))
+    (back,) = storage.scores(
+        since=T0 + timedelta(hours=3), until=T0 + timedelta(hours=3, seconds=1)
+    )
     assert back.published_at == T0 + timedelta(hours=3)
     assert back.published_at.utcoffset() == timedelta(0)
 

@@ -68,9 +68,7 @@ def upgrade() -> None:
         sa.Column("confidence", sa.Float(), nullable=False),
         _ts("scored_at"),
         _ts("stored_at"),
-        sa.CheckConstraint(
-            "label IN ('negative', 'neutral', 'positive')", name="ck_scores_label"
-        ),
+        sa.CheckConstraint("label IN ('negative', 'neutral', 'positive')", name="ck_scores_label"),
         sa.ForeignKeyConstraint(
             ["post_id"], ["posts.id"], name="fk_scores_post_id_posts", ondelete="CASCADE"
         ),
