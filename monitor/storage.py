@@ -94,10 +94,10 @@ class Storage:
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA busy_timeout=30000")
             # WAL: readers never block the writer; other processes can read while we write.
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
 
         return engine
@@ -127,7 +127,8 @@ class Storage:
         """Bring the schema up to date (``alembic upgrade head``); safe to run any number of times.
 
         A database whose tables were created without Alembic is stamped rather than
-        re-created. On PostgreSQL an advisory lock serialises concurrent migrations.
+        re-created. Concurrent migrations queue (PostgreSQL: an advisory lock; SQLite: an
+        immediate write transaction).
 
         Raises:
             StorageError: the database refused a migration step.
@@ -138,7 +139,11 @@ class Storage:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         with self.begin() as conn:
-            if self.dialect == "postgresql":
+            if self.dialect == "sqlite":
+                # pysqlite opens no transaction before DDL; take the write lock up front so
+                # concurrent migrations queue behind each other (busy timeout) instead of racing.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            elif self.dialect == "postgresql":
                 conn.execute(
                     sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
                 )

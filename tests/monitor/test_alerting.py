@@ -192,3 +192,22 @@ def test_changing_the_baseline_config_rebuilds_without_realerting(
     assert len(storage.alerts()) == 2
     later = calm("ACME", range(40, 50)) + burst("ACME", 50)
     assert {a.rule for a in run(storage, later, RuleSet.load(path))} == BOTH
+
+
+def test_two_monitors_evaluating_at_once_fire_each_alert_once(
+    storage: Storage, database_url: str
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    storage.save_scored(calm("ACME", [h for h in range(40) if h != 30]) + burst("ACME", 30))
+    aggregate(storage, windows=("1h",))
+    monitors = [Storage(database_url), Storage(database_url)]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda s: evaluate(s, RULES), monitors))
+    finally:
+        for monitor in monitors:
+            monitor.dispose()
+    fired = [a.id for result in results for a in result]
+    assert sorted(fired) == sorted(a.id for a in storage.alerts())
+    assert len(fired) == 2

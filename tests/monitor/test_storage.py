@@ -142,3 +142,16 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(sqlite_url: str) -> None:
 def test_naive_datetimes_are_refused(storage: Storage) -> None:
     with pytest.raises(StorageError, match="naive datetime"):
         storage.scores(since=T0.replace(tzinfo=None))
+
+
+def test_concurrent_migrations_do_not_collide(database_url: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    stores = [Storage(database_url) for _ in range(3)]
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            list(pool.map(lambda s: s.migrate(), stores))
+        assert {s.revision() for s in stores} == {"0001"}
+    finally:
+        for store in stores:
+            store.dispose()
