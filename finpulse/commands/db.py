@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "db",
         help="migrate the database; list scores, aggregates and alerts",
-        description=__doc__.splitlines()[0],
+        description="Migrate the database and read its history: scores, aggregates, alerts.",
     )
     actions = parser.add_subparsers(dest="db_action", metavar="ACTION", parser_class=type(parser))
     actions.required = True
