@@ -1,0 +1,147 @@
+"""Raw message bytes -> ``Post``, or ``MalformedMessage`` saying why not.
+
+Reasons (``MalformedMessage.reason``), checked in this order:
+
+``not_utf8``       the bytes are not UTF-8
+``not_json``       no value, or not JSON
+``invalid``        not a JSON object, a field missing, of the wrong type, or unknown
+                   (``detail`` starts with the field name)
+``empty_text``     ``text`` is empty or only whitespace
+``oversized``      ``text`` or ``title`` is longer than ``max_text_chars`` (or the whole
+                   message is far too large to be a post)
+``bad_timestamp``  ``published_at`` is not an ISO-8601 string with a UTC offset; naive
+                   timestamps are rejected rather than guessed to be UTC
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from pydantic import AwareDatetime, TypeAdapter, ValidationError
+
+from finpulse.errors import MalformedMessage
+from finpulse.schemas import Post
+from ingest.entities import TickerExtractor
+
+REASONS = ("not_utf8", "not_json", "invalid", "empty_text", "oversized", "bad_timestamp")
+
+_AWARE = TypeAdapter(AwareDatetime)
+# pydantic would read "1700000000" as a Unix time; the contract is ISO-8601 only.
+_NUMERIC = re.compile(r"^\s*[-+]?\d+(?:\.\d*)?\s*$")
+_RAW_SLACK_BYTES = 64 * 1024
+
+
+def parse_timestamp(value: Any) -> AwareDatetime:
+    """Parse ``published_at``: an ISO-8601 string with a UTC offset (``Z`` or ``+hh:mm``).
+
+    Args:
+        value: the JSON value of the field.
+
+    Returns:
+        A timezone-aware datetime.
+
+    Raises:
+        MalformedMessage: ``bad_timestamp``, with the offending value in the detail.
+    """
+    if not isinstance(value, str) or _NUMERIC.match(value):
+        raise MalformedMessage(
+            "bad_timestamp", f"published_at must be an ISO-8601 string, got {value!r:.80}"
+        )
+    try:
+        return _AWARE.validate_python(value)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        if error["type"] == "timezone_aware":
+            detail = f"published_at has no UTC offset: {value!r:.80}"
+        else:
+            detail = f"published_at {value!r:.80}: {error['msg']}"
+        raise MalformedMessage("bad_timestamp", detail) from exc
+
+
+def _check_text(data: dict[str, Any], max_text_chars: int) -> None:
+    if "text" not in data or data["text"] is None:
+        raise MalformedMessage("invalid", "text: field required")
+    text = data["text"]
+    if not isinstance(text, str):
+        raise MalformedMessage("invalid", f"text: must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise MalformedMessage("empty_text", "text is empty or blank")
+    for field in ("text", "title"):
+        value = data.get(field)
+        if isinstance(value, str) and len(value) > max_text_chars:
+            raise MalformedMessage(
+                "oversized", f"{field}: {len(value)} characters (limit {max_text_chars})"
+            )
+
+
+def _validation_to_malformed(exc: ValidationError) -> MalformedMessage:
+    error = exc.errors()[0]
+    field = ".".join(str(part) for part in error["loc"]) or "(record)"
+    if error["type"] == "extra_forbidden":
+        return MalformedMessage("invalid", f"{field}: unknown field")
+    if error["loc"] and error["loc"][0] == "published_at":
+        return MalformedMessage("bad_timestamp", f"{field}: {error['msg']}")
+    return MalformedMessage("invalid", f"{field}: {error['msg']}")
+
+
+def decode_post(
+    value: bytes | None,
+    *,
+    max_text_chars: int,
+    extractor: TickerExtractor | None = None,
+) -> Post:
+    """Decode and validate one raw-topic message into a ``Post``.
+
+    When the message has no tickers (absent or empty), they are extracted from the
+    title and text.
+
+    Args:
+        value: the message value as received.
+        max_text_chars: the longest ``text`` (and ``title``) accepted, in characters.
+        extractor: finds tickers; ``None`` uses the bundled S&P 500 extractor.
+
+    Returns:
+        The validated post.
+
+    Raises:
+        MalformedMessage: the message cannot become a post; ``reason`` is one of
+            ``REASONS`` and ``detail`` explains (naming the field where there is one).
+    """
+    if not value:
+        raise MalformedMessage("not_json", "the message has no value")
+    # JSON escapes take at most 12 bytes per character; anything far beyond that is not a post.
+    if len(value) > 12 * max_text_chars + _RAW_SLACK_BYTES:
+        raise MalformedMessage("oversized", f"message of {len(value)} bytes")
+    try:
+        raw = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedMessage("not_utf8", f"invalid UTF-8 at byte {exc.start}: {exc.reason}") from exc
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise MalformedMessage(
+            "not_json", f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
+    if not isinstance(data, dict):
+        raise MalformedMessage("invalid", f"expected a JSON object, got {type(data).__name__}")
+    _check_text(data, max_text_chars)
+    if "published_at" not in data or data["published_at"] is None:
+        raise MalformedMessage("invalid", "published_at: field required")
+    data["published_at"] = parse_timestamp(data["published_at"])
+    tickers = data.get("tickers")
+    if tickers is not None and not (
+        isinstance(tickers, list) and all(isinstance(t, str) for t in tickers)
+    ):
+        raise MalformedMessage("invalid", "tickers: must be a list of strings")
+    try:
+        post = Post.model_validate(data)
+    except ValidationError as exc:
+        raise _validation_to_malformed(exc) from exc
+    if not post.tickers:
+        finder = extractor if extractor is not None else TickerExtractor.default()
+        found = finder.extract(f"{post.title}\n{post.text}" if post.title else post.text)
+        if found:
+            post = post.model_copy(update={"tickers": found})
+    return post
