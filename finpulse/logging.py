@@ -15,5 +15,5 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("kafka", "urllib3", "alembic.runtime.migration", "transformers", "filelock"):
+    for noisy in ("kafka", "urllib3", "alembic", "transformers", "filelock", "httpx"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -1,0 +1,52 @@
+"""``finpulse monitor``: periodic window aggregation and alert evaluation."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from finpulse.errors import ConfigError
+from finpulse.services.signals import stop_on_signals
+from finpulse.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("monitor", help="aggregate scores per ticker and window, raise alerts")
+    parser.add_argument("--interval", type=float, default=10.0, metavar="S",
+                        help="seconds between passes (default 10)")
+    parser.add_argument("--once", action="store_true", help="run one pass and exit")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from finpulse.services.monitor import MonitorService
+    from monitor.metrics import Metrics, serve
+    from monitor.rules import RuleSet
+    from monitor.storage import Storage
+
+    if args.interval <= 0:
+        raise ConfigError("--interval must be a positive number of seconds", field="interval")
+    rules = RuleSet.load(settings.alerts.rules_file)
+    storage = Storage(settings.database_url)
+    storage.migrate()
+    metrics = Metrics()
+    server = None
+    if settings.metrics.enabled and not args.once:
+        server, port = serve(metrics, settings.metrics.host, settings.metrics.port)
+        logger.info("metrics on http://%s:%d/metrics", settings.metrics.host, port)
+    service = MonitorService(storage, rules, metrics)
+    try:
+        if args.once:
+            result = service.run_once()
+            print(f"{result.aggregates} aggregates written, {len(result.fired)} alerts fired")
+            for alert in result.fired:
+                print(f"  {alert.ticker:6} {alert.rule:21} {alert.window:3} {alert.explanation}")
+        else:
+            service.run(stop_on_signals(), interval_s=args.interval)
+    finally:
+        storage.dispose()
+        if server is not None:
+            server.shutdown()
+    return 0

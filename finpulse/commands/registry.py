@@ -1,0 +1,74 @@
+"""``finpulse registry``: list, register, promote and roll back model versions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from finpulse.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("registry", help="model versions: list, add, promote, rollback")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    listing = actions.add_parser("list", help="all model versions, newest first")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    add = actions.add_parser("add", help="register a trained artifact as a challenger")
+    add.add_argument("artifact", type=Path, help="artifact directory written by `finpulse train`")
+    add.add_argument("--promote", action="store_true", help="make it the champion at once")
+    promote = actions.add_parser("promote", help="make a version the champion")
+    promote.add_argument("version")
+    actions.add_parser("rollback", help="re-instate the previous champion")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from models.artifact import read_manifest
+    from monitor.registry import ModelRegistry
+    from monitor.storage import Storage
+
+    storage = Storage(settings.database_url)
+    try:
+        storage.migrate()
+        registry = ModelRegistry(storage)
+        if args.action == "list":
+            versions = registry.list()
+            if args.json:
+                print(json.dumps([_as_dict(v) for v in versions], default=str, indent=2))
+            for v in [] if args.json else versions:
+                f1 = (v.metrics or {}).get("macro_f1")
+                f1_text = f"{f1:.3f}" if isinstance(f1, (int, float)) else "-"
+                print(f"{v.status:10} {v.version:40} {v.method:6} macro-F1 {f1_text}  {v.artifact_path}")
+            if not versions and not args.json:
+                print("no model versions registered (finpulse registry add DIR)")
+        elif args.action == "add":
+            manifest = read_manifest(args.artifact)
+            registry.register(
+                manifest["version"],
+                base=manifest["base"],
+                method=manifest["method"],
+                metrics=manifest.get("metrics", {}),
+                artifact_path=str(args.artifact.resolve()),
+                trainable_params=manifest.get("trainable_params"),
+            )
+            print(f"registered {manifest['version']} as challenger")
+            if args.promote:
+                registry.promote(manifest["version"])
+                print(f"promoted {manifest['version']} to champion")
+        elif args.action == "promote":
+            registry.promote(args.version)
+            print(f"promoted {args.version} to champion; scorers switch at their next check")
+        else:
+            restored = registry.rollback()
+            print(f"rolled back: {restored.version} is champion again")
+    finally:
+        storage.dispose()
+    return 0
+
+
+def _as_dict(version: object) -> dict:
+    if hasattr(version, "model_dump"):
+        return version.model_dump()
+    return dict(vars(version))

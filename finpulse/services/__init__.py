@@ -1,0 +1,1 @@
+"""Wiring: the only place where ingest, models and monitor meet."""

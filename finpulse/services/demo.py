@@ -1,0 +1,196 @@
+"""``finpulse demo``: the whole pipeline on embedded defaults, ending with a summary.
+
+Starts the embedded Kafka-compatible broker when no broker is configured, replays the
+bundled sample stream (plus a few malformed messages, to show the dead-letter topic),
+scores it with the default model, aggregates, evaluates the alert rules and prints
+what happened and where to look.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from tqdm import tqdm
+
+from finpulse.schemas import Alert
+from finpulse.services.monitor import MonitorService
+from finpulse.services.scorer import ScorerService, ScorerStats, load_engine, register_model
+from finpulse.settings import KafkaSettings, Settings
+from ingest.broker import EmbeddedBroker
+from ingest.producer import PostProducer
+from ingest.replay import read_posts, replay
+from ingest.topics import ensure_topics
+from models import DEFAULT_MODEL_DIR
+from monitor.evidence import POSTS_SEPARATOR
+from monitor.metrics import Metrics, serve
+from monitor.registry import ModelRegistry
+from monitor.rules import RuleSet
+from monitor.storage import Storage
+
+logger = logging.getLogger(__name__)
+
+MALFORMED: tuple[bytes, ...] = (
+    b"this is not JSON",
+    b'{"id": "bad-1", "source": "news", "published_at": "2026-11-24T10:00:00Z"}',
+    b'{"id": "bad-2", "source": "news", "text": "Naive time", "published_at": "2026-11-24 10:00"}',
+    b"\xff\xfe not utf-8",
+)
+
+
+def bundled_stream() -> Path:
+    return Path(str(resources.files("finpulse").joinpath("data", "demo_stream.jsonl")))
+
+
+@dataclass
+class DemoResult:
+    """What the demo did; ``summary()`` renders it for the terminal."""
+
+    stats: ScorerStats
+    published: int
+    model_version: str
+    database_url: str
+    metrics_url: str | None
+    bootstrap_servers: str
+    embedded_broker: bool
+    aggregates: int
+    alerts: list[Alert] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def summary(self) -> str:
+        s = self.stats
+        lines = [
+            "",
+            "finpulse demo: done",
+            f"  posts scored     {s.scored:,} of {self.published:,} published "
+            f"({s.invalid} malformed sent to the dead-letter topic)",
+            f"  throughput       {s.scored / s.elapsed_s:,.0f} posts/s end to end, "
+            f"{s.scored / max(s.inference_s, 1e-9):,.0f} posts/s in the model ({self.model_version})",
+            f"  aggregates       {self.aggregates:,} ticker windows (1m, 5m, 1h)",
+            f"  alerts fired     {len(self.alerts)}",
+        ]
+        for alert in self.alerts:
+            why, _, posts = alert.explanation.partition(POSTS_SEPARATOR)
+            lines.append(f"    {alert.ticker:6} {alert.rule:21} {alert.window:3} "
+                         f"fired {alert.fired_at:%Y-%m-%d %H:%M} UTC, {alert.severity}")
+            lines.append(f"           why: {why.strip()}")
+            if posts:
+                lines.append(f"           {_shorten(posts.strip(), 150)}")
+        broker = "embedded Tansu broker (stopped)" if self.embedded_broker else "configured broker"
+        lines += [
+            f"  broker           {self.bootstrap_servers}, {broker}",
+            f"  metrics          {self.metrics_url or 'disabled'} (served while the demo ran)",
+            f"  database         {self.database_url}",
+            f"  wall time        {self.wall_s:.1f} s",
+            "",
+            "Query what was stored:",
+            f"  FINPULSE_DATABASE_URL={self.database_url} finpulse db alerts",
+            f"  FINPULSE_DATABASE_URL={self.database_url} finpulse db aggregates --ticker BA --window 1h",
+            f"  FINPULSE_DATABASE_URL={self.database_url} finpulse db scores --ticker BA --limit 10",
+        ]
+        return "\n".join(lines)
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def run_demo(
+    settings: Settings,
+    *,
+    stream: Path | None = None,
+    rate: float | None = None,
+    progress: bool = True,
+) -> DemoResult:
+    """Run the demo end to end; see the module docstring.
+
+    Args:
+        settings: the database, broker and model to use. No broker configured: the
+            embedded one is started on a free loopback port.
+        stream: a JSONL/CSV file of posts; None: the bundled sample stream.
+        rate: publish at most this many posts per second (None: as fast as possible).
+        progress: show a progress bar on stderr.
+    """
+    started = time.perf_counter()
+    stream = stream or bundled_stream()
+    n_posts = sum(1 for _ in read_posts(stream))
+    with contextlib.ExitStack() as stack:
+        bootstrap = settings.kafka.bootstrap_servers
+        embedded = bootstrap is None
+        if embedded:
+            bootstrap = stack.enter_context(EmbeddedBroker()).bootstrap_servers
+        kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap})
+        settings = settings.model_copy(update={"kafka": kafka})
+        ensure_topics(kafka)
+
+        storage = Storage(settings.database_url)
+        stack.callback(storage.dispose)
+        storage.migrate()
+        metrics = Metrics()
+        metrics_url = None
+        if settings.metrics.enabled:
+            server, port = _serve_metrics(metrics, settings)
+            stack.callback(server.shutdown)
+            metrics_url = f"http://{settings.metrics.host}:{port}/metrics"
+
+        engine = load_engine(settings, settings.model.path)
+        register_model(ModelRegistry(storage), engine, settings.model.path or DEFAULT_MODEL_DIR)
+
+        total = n_posts + len(MALFORMED)
+        stop = threading.Event()
+        failures: list[BaseException] = []
+
+        def publish() -> None:
+            try:
+                _publish(kafka, stream, rate)
+            except BaseException as exc:  # handed to the main thread below
+                failures.append(exc)
+                stop.set()
+
+        publisher = threading.Thread(target=publish, name="demo-publisher", daemon=True)
+        service = ScorerService(settings, engine=engine, storage=storage, metrics=metrics)
+        stack.callback(service.close)
+        publisher.start()
+        bar = tqdm(total=total, desc="scoring", unit="post", disable=not progress, dynamic_ncols=True)
+        with bar:
+            stats = service.run(stop, until_consumed=total, on_batch=bar.update)
+        publisher.join()
+        if failures:
+            raise failures[0]
+
+        monitor = MonitorService(storage, RuleSet.load(settings.alerts.rules_file), metrics)
+        result = monitor.run_once()
+    return DemoResult(
+        stats=stats,
+        published=total,
+        model_version=engine.version,
+        database_url=settings.database_url,
+        metrics_url=metrics_url,
+        bootstrap_servers=bootstrap,
+        embedded_broker=embedded,
+        aggregates=result.aggregates,
+        alerts=result.fired,
+        wall_s=time.perf_counter() - started,
+    )
+
+
+def _publish(kafka: KafkaSettings, stream: Path, rate: float | None) -> None:
+    """The demo's producer: a few malformed messages first, then the stream."""
+    with PostProducer(kafka) as producer:
+        for i, bad in enumerate(MALFORMED):
+            producer.publish_raw(kafka.news_topic if i % 2 == 0 else kafka.social_topic, bad)
+        replay(stream, producer, rate=rate)
+
+
+def _serve_metrics(metrics: Metrics, settings: Settings):
+    """Serve on the configured port, or on a free one when it is taken."""
+    try:
+        return serve(metrics, settings.metrics.host, settings.metrics.port)
+    except OSError:
+        logger.info("port %d is taken; serving metrics on a free port", settings.metrics.port)
+        return serve(metrics, settings.metrics.host, 0)
