@@ -34,7 +34,7 @@ from models.card import write_card
 from models.config import TrainConfig
 from models.data import Example, load_dataset, split_examples, write_split
 from models.evaluate import compute_metrics, evaluate_engine, plot_confusion
-from models.inference import SentimentEngine, cpu_supports_bf16
+from models.inference import SentimentEngine, cpu_supports_bf16, resolve_device
 from models.network import SentimentClassifier, count_parameters, load_encoder
 
 __all__ = ["TrainConfig", "train", "apply_method"]
@@ -116,6 +116,7 @@ def train(config: TrainConfig, output: str | Path, *, device: str = "auto") -> d
     if (output / "manifest.json").exists():
         raise ConfigError(f"output: {output} already holds a model; choose a new directory",
                           field="output")
+    torch_device = resolve_device(device)
     _seed_everything(config.seed)
     dataset = load_dataset(config.data)
     split = split_examples(dataset.examples, seed=config.seed,
@@ -130,8 +131,6 @@ def train(config: TrainConfig, output: str | Path, *, device: str = "auto") -> d
     write_split(output / "split.csv", split)
     config.save(output)
 
-    torch_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
-                                else ("cpu" if device == "auto" else device))
     encoder, tokenizer = load_encoder(config.base)
     model = SentimentClassifier(apply_method(encoder, config), len(LABELS), config.dropout)
     model.to(torch_device)

@@ -43,6 +43,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--lora-alpha", type=int)
     parser.add_argument("--max-train-examples", type=int, help="subsample training (quick runs)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads for torch (default: torch's choice; 1 is best on a "
+                             "busy machine)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -66,6 +69,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("data: give at least one --data CSV (or data in --train-config)",
                           field="data")
     config = TrainConfig.from_dict(values)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError("threads: at least 1", field="threads")
+        import torch
+
+        torch.set_num_threads(args.threads)
     manifest = train(config, args.output, device=args.device)
     print(json.dumps({"output": args.output, "version": manifest["version"],
                       "metrics": manifest["metrics"]}, indent=2))

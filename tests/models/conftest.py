@@ -33,7 +33,7 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path,
     from models.train import TrainConfig, train
 
     output = tmp_path_factory.mktemp("artifacts") / "lora"
-    config = TrainConfig(data=[str(tiny_data)], base=str(tiny_base), method="lora", epochs=6,
+    config = TrainConfig(data=[str(tiny_data)], base=str(tiny_base), method="lora", epochs=4,
                          lr=5e-3, head_lr=1e-2, batch_size=16, max_length=32, lora_r=4,
                          lora_alpha=8, patience=6, progress=False, autocast="off")
     train(config, output, device="cpu")
