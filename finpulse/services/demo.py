@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from finpulse.schemas import Alert
 from finpulse.services.monitor import MonitorService
@@ -80,7 +81,7 @@ class DemoResult:
                          f"fired {alert.fired_at:%Y-%m-%d %H:%M} UTC, {alert.severity}")
             lines.append(f"           why: {why.strip()}")
             if posts:
-                lines.append(f"           {_shorten(posts.strip(), 150)}")
+                lines.append(f"           {_shorten(posts.strip(), 110)}")
         broker = "embedded Tansu broker (stopped)" if self.embedded_broker else "configured broker"
         lines += [
             f"  broker           {self.bootstrap_servers}, {broker}",
@@ -157,7 +158,8 @@ def run_demo(
         stack.callback(service.close)
         publisher.start()
         bar = tqdm(total=total, desc="scoring", unit="post", disable=not progress, dynamic_ncols=True)
-        with bar:
+        # Log lines (malformed messages, say) print above the bar instead of through it.
+        with bar, logging_redirect_tqdm():
             stats = service.run(stop, until_consumed=total, on_batch=bar.update)
         publisher.join()
         if failures:
