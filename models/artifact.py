@@ -38,6 +38,7 @@ from models.network import (
     base_fingerprint,
     head_path,
     load_encoder,
+    quiet_peft,
 )
 
 logger = logging.getLogger(__name__)
@@ -209,7 +210,8 @@ def load_classifier(
         if method in PEFT_METHODS:
             from peft import PeftModel
 
-            peft_model = PeftModel.from_pretrained(encoder, str(directory / ADAPTER_DIR))
+            with quiet_peft():
+                peft_model = PeftModel.from_pretrained(encoder, str(directory / ADAPTER_DIR))
             encoder = peft_model.merge_and_unload() if merge else peft_model
         elif method == "full":
             _load_weights(encoder, directory / ENCODER_FILE)

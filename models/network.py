@@ -9,6 +9,9 @@ always fully trained and saved on its own.
 from __future__ import annotations
 
 import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -99,9 +102,10 @@ def base_fingerprint(encoder: nn.Module) -> dict[str, Any]:
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Average the hidden states of the real (unmasked) tokens of each sequence."""
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    summed = (hidden * mask).sum(dim=1)
-    return summed / mask.sum(dim=1).clamp(min=1.0)
+    # Sum in fp32: bf16 cannot even count past 256 tokens exactly.
+    mask = attention_mask.unsqueeze(-1).to(torch.float32)
+    summed = (hidden.float() * mask).sum(dim=1)
+    return (summed / mask.sum(dim=1).clamp(min=1.0)).to(hidden.dtype)
 
 
 class SentimentClassifier(nn.Module):
@@ -136,3 +140,16 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 def head_path(directory: Path) -> Path:
     """Where an artifact keeps its classification head."""
     return directory / "head.safetensors"
+
+
+@contextmanager
+def quiet_peft() -> Iterator[None]:
+    """Silence one deprecation that peft triggers inside transformers on every wrap/load.
+
+    peft 0.21 calls ``PreTrainedModel.is_gradient_checkpointing``, which transformers 5
+    deprecates with a FutureWarning; nothing in finpulse can act on it.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
+                                category=FutureWarning)
+        yield

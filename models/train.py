@@ -35,7 +35,7 @@ from models.config import TrainConfig
 from models.data import Example, load_dataset, split_examples, write_split
 from models.evaluate import compute_metrics, evaluate_engine, plot_confusion
 from models.inference import SentimentEngine, cpu_supports_bf16, resolve_device
-from models.network import SentimentClassifier, count_parameters, load_encoder
+from models.network import SentimentClassifier, count_parameters, load_encoder, quiet_peft
 
 __all__ = ["TrainConfig", "train", "apply_method"]
 
@@ -75,7 +75,8 @@ def apply_method(encoder: nn.Module, config: TrainConfig) -> nn.Module:
         )
         field = "ia3_targets"
     try:
-        return get_peft_model(encoder, peft_config)
+        with quiet_peft():
+            return get_peft_model(encoder, peft_config)
     except ValueError as exc:
         raise ConfigError(f"{field}: {exc}", field=field) from exc
 
