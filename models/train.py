@@ -193,11 +193,11 @@ def _fit(
         for epoch in range(1, config.epochs + 1):
             model.train()
             batches = grouped_batches([len(x) for x in ids], config.batch_size, rng)
-            bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch",
-                       disable=not config.progress, file=sys.stderr, leave=False)
+            bar = tqdm(total=len(batches), desc=f"epoch {epoch}/{config.epochs}", unit="batch",
+                       disable=not config.progress, file=sys.stderr)
             losses: list[float] = []
             epoch_start = time.perf_counter()
-            for batch in bar:
+            for batch in batches:
                 input_ids, mask = pad([ids[i] for i in batch], pad_id)
                 with _autocast(device, use_bf16):
                     logits = model(input_ids.to(device), mask.to(device))
@@ -212,7 +212,8 @@ def _fit(
                 optimizer.step()
                 scheduler.step()
                 losses.append(loss.item())
-                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+                bar.update()
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", refresh=False)
             val = _validate(model, val_ids, validation, device, use_bf16, pad_id)
             record = {"epoch": epoch, "train_loss": round(float(np.mean(losses)), 5),
                       "val_accuracy": round(val["accuracy"], 5),
@@ -221,6 +222,10 @@ def _fit(
             history.append(record)
             log.write(json.dumps(record) + "\n")
             log.flush()
+            # The finished epoch's bar stays on screen with its validation scores.
+            bar.set_postfix(loss=f"{record['train_loss']:.4f}",
+                            val_acc=f"{record['val_accuracy']:.4f}",
+                            val_f1=f"{record['val_macro_f1']:.4f}")
             bar.close()
             logger.info("epoch %d/%d: loss %.4f, val accuracy %.4f, val macro-F1 %.4f (%.0f s)",
                         epoch, config.epochs, record["train_loss"], record["val_accuracy"],
