@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import torch
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +30,15 @@ _SOURCE_NAMES = {
     "phrasebank_50agree": "PhraseBank 50-agree (all sentences)",
     "twitter_fin_train": "Twitter financial news",
 }
+
+
+def _hardware(manifest: dict[str, Any]) -> str:
+    hardware = manifest.get("hardware")
+    if not hardware:
+        return "an unrecorded machine"
+    autocast = "bf16 autocast" if hardware.get("bf16_autocast") else "fp32"
+    return (f"{hardware['device']} ({hardware.get('machine', '?')}, "
+            f"{hardware.get('threads', '?')} torch thread(s)), {autocast}")
 
 
 def source_name(stem: str) -> str:
@@ -141,8 +147,7 @@ the per-source rows below count a sentence under every file it appears in.
 
 ## Training
 
-{manifest['method']} on {platform.machine()} ({torch.get_num_threads()} threads), bf16 autocast where
-supported; AdamW, linear warm-up then linear decay, gradient clipping, class-weighted
+{manifest['method']} on {_hardware(manifest)}; AdamW, linear warm-up then linear decay, gradient clipping, class-weighted
 cross-entropy ({config.class_weighting}), early stopping on validation macro-F1.
 Ran {manifest.get('epochs_run')} epochs, kept epoch {manifest.get('best_epoch')};
 {manifest.get('train_seconds', 0) / 60:.1f} minutes on {manifest.get('train_examples')} training examples.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import platform
 import random
 import sys
 import time
@@ -151,7 +152,10 @@ def train(config: TrainConfig, output: str | Path, *, device: str = "auto") -> d
         trainable_params=trainable, total_params=total,
         extra={"train_seconds": round(train_seconds, 1), "best_epoch": best_epoch,
                "epochs_run": len(history), "train_examples": len(train_set),
-               "duplicates_dropped": dataset.duplicates, "conflicts_dropped": dataset.conflicts},
+               "duplicates_dropped": dataset.duplicates, "conflicts_dropped": dataset.conflicts,
+               "hardware": {"device": str(torch_device), "threads": torch.get_num_threads(),
+                            "machine": platform.machine(), "bf16_autocast": _uses_bf16(
+                                config, torch_device)}},
     )
     metrics = _report(output, split["test"], split["validation"], device)
     manifest = update_manifest(output, metrics=metrics["summary"])
@@ -182,8 +186,7 @@ def _fit(
     loss_fn = nn.CrossEntropyLoss(
         weight=class_weights([ex.label for ex in train_set], config.class_weighting).to(device),
         label_smoothing=config.label_smoothing)
-    use_bf16 = config.autocast == "bf16" or (
-        config.autocast == "auto" and (device.type == "cuda" or cpu_supports_bf16()))
+    use_bf16 = _uses_bf16(config, device)
     pad_id = tokenizer.pad_token_id or 0
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     best_f1, best_epoch, best_state, stale = -1.0, 0, None, 0
@@ -308,6 +311,12 @@ def _param_groups(model: SentimentClassifier, config: TrainConfig) -> list[dict[
         {"params": head, "lr": config.head_lr, "weight_decay": config.weight_decay},
     ]
     return [group for group in groups if group["params"]]
+
+
+def _uses_bf16(config: TrainConfig, device: torch.device) -> bool:
+    if config.autocast == "auto":
+        return device.type == "cuda" or cpu_supports_bf16()
+    return config.autocast == "bf16"
 
 
 def _tokenise(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:
