@@ -134,6 +134,21 @@ class PostConsumer:
         """The partitions currently assigned to this consumer (``TopicPartition`` set)."""
         return set(self._consumer.assignment())
 
+    def lag(self) -> int | None:
+        """Messages behind the newest offsets, summed over the assigned partitions.
+
+        Uses the high-water marks of the latest fetches, so it costs no request; ``None``
+        until a fetch has reported one.
+        """
+        total, known = 0, False
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            if high is None:
+                continue
+            known = True
+            total += max(high - self._consumer.position(tp), 0)
+        return total if known else None
+
     def poll_batch(self, max_records: int, max_wait_ms: int) -> PolledBatch:
         """Collect up to ``max_records`` messages, waiting at most ``max_wait_ms``.
 

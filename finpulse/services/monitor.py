@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -53,6 +54,9 @@ class MonitorService:
         if self.metrics is not None:
             for alert in fired:
                 self.metrics.alerts_fired.labels(rule=alert.rule, severity=alert.severity).inc()
+            firing = Counter(alert.rule for alert in self.storage.alerts(state="firing"))
+            for rule in self.rules.rules:
+                self.metrics.alerts_firing.labels(rule=rule.name).set(firing[rule.name])
         for alert in fired:
             logger.info("alert %s %s %s: %s", alert.rule, alert.ticker, alert.window, alert.explanation)
         self._watermark = started

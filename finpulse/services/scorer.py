@@ -221,6 +221,9 @@ class ScorerService:
             self.metrics.messages_consumed.labels(topic=bad.topic or "unknown").inc()
             self.metrics.messages_invalid.labels(reason=bad.reason).inc()
         self.metrics.last_batch_timestamp.set_to_current_time()
+        lag = self.consumer.lag()
+        if lag is not None:
+            self.metrics.consumer_lag.set(lag)
         self.stats.batches += 1
         self.stats.consumed += len(batch.posts) + len(batch.invalid)
         self.stats.invalid += len(batch.invalid)

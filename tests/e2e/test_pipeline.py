@@ -88,6 +88,8 @@ def test_every_post_stored_once_malformed_in_dlq_and_burst_alerted(request, db, 
         for r in MALFORMED
     ) == len(MALFORMED)
 
+    assert registry.get_sample_value("finpulse_scorer_consumer_lag_messages") == 0
+
     monitor = MonitorService(storage, RuleSet.load(), metrics)
     result = monitor.run_once()
     assert storage.aggregates("BA", "1h")
@@ -95,5 +97,13 @@ def test_every_post_stored_once_malformed_in_dlq_and_burst_alerted(request, db, 
     assert {a.rule for a in fired} >= {"sentiment_drop", "negative_volume_spike"}
     assert all(set(a.post_ids) <= {p.id for p in burst} and a.post_ids for a in fired)
     assert not [a for a in result.fired if a.ticker in ("AAPL", "MSFT")]
+    for alert in fired:
+        assert registry.get_sample_value(
+            "finpulse_monitor_alerts_fired_total", {"rule": alert.rule, "severity": alert.severity}
+        ) == 1
+    firing = sum(a.state == "firing" for a in storage.alerts())
+    assert firing == sum(
+        registry.get_sample_value("finpulse_monitor_alerts_firing", {"rule": r.name}) for r in RuleSet.load().rules
+    )
     assert MonitorService(storage, RuleSet.load(), metrics).run_once().fired == []
     storage.dispose()
