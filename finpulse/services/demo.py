@@ -21,7 +21,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from finpulse.schemas import Alert
 from finpulse.services.monitor import MonitorService
-from finpulse.services.scorer import ScorerService, ScorerStats, load_engine, register_model
+from finpulse.services.scorer import (
+    ScorerService,
+    ScorerStats,
+    load_engine,
+    register_model,
+)
 from finpulse.settings import KafkaSettings, Settings
 from ingest.broker import EmbeddedBroker
 from ingest.producer import PostProducer
@@ -121,10 +126,12 @@ def run_demo(
     stream = stream or bundled_stream()
     n_posts = sum(1 for _ in read_posts(stream))
     with contextlib.ExitStack() as stack:
-        bootstrap = settings.kafka.bootstrap_servers
-        embedded = bootstrap is None
-        if embedded:
-            bootstrap = stack.enter_context(EmbeddedBroker()).bootstrap_servers
+        embedded = settings.kafka.bootstrap_servers is None
+        bootstrap: str = (
+            stack.enter_context(EmbeddedBroker()).bootstrap_servers
+            if embedded
+            else str(settings.kafka.bootstrap_servers)
+        )
         kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap})
         settings = settings.model_copy(update={"kafka": kafka})
         ensure_topics(kafka)
