@@ -96,7 +96,7 @@ class Storage:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA busy_timeout=30000")
             # WAL: readers never block the writer; other processes can read while we write.
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(cursor)
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
@@ -409,3 +409,25 @@ class Storage:
 
     def __repr__(self) -> str:
         return f"Storage({self._engine.url.render_as_string(hide_password=True)!r})"
+
+
+def _enable_wal(cursor: Any, attempts: int = 100) -> None:
+    """Switch a SQLite file to WAL, waiting out other connections doing the same.
+
+    Changing the journal mode needs an exclusive lock and SQLite reports "database is
+    locked" at once, without honouring the busy timeout, while another connection holds
+    one (e.g. a concurrent first connection or migration); once in WAL mode it is a no-op.
+    """
+    import sqlite3
+    import time
+
+    for attempt in range(attempts):
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
