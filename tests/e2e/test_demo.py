@@ -24,7 +24,8 @@ def test_demo_runs_end_to_end_and_catches_the_boeing_burst(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = result.stdout
-    n_posts = sum(1 for line in bundled_stream().open() if line.strip())
+    with bundled_stream().open() as stream:
+        n_posts = sum(1 for line in stream if line.strip())
     published = n_posts + len(MALFORMED)
     assert f"posts scored     {n_posts:,} of {published:,} published ({len(MALFORMED)} malformed" in summary
     alerts = re.findall(r"^\s+(\S+)\s+(sentiment_drop|negative_volume_spike)\s", summary, flags=re.M)
