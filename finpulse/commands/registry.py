@@ -38,9 +38,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             if args.json:
                 print(json.dumps([_as_dict(v) for v in versions], default=str, indent=2))
             for v in [] if args.json else versions:
-                f1 = (v.metrics or {}).get("macro_f1")
+                metrics = v.metrics or {}
+                f1 = metrics.get("test_macro_f1", metrics.get("macro_f1"))
                 f1_text = f"{f1:.3f}" if isinstance(f1, (int, float)) else "-"
-                print(f"{v.status:10} {v.version:40} {v.method:6} macro-F1 {f1_text}  {v.artifact_path}")
+                print(f"{v.status:10} {v.version:40} {v.method:5} test macro-F1 {f1_text}  {v.artifact_path}")
             if not versions and not args.json:
                 print("no model versions registered (finpulse registry add DIR)")
         elif args.action == "add":
