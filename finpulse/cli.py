@@ -38,7 +38,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="finpulse", description=__doc__.splitlines()[0])
+    parser = _Parser(
+        prog="finpulse",
+        description="Streaming financial sentiment and risk monitoring.",
+        epilog="Settings come from FINPULSE_* environment variables or --config; see docs/configuration.md.",
+    )
     parser.add_argument("--version", action="version", version=f"finpulse {__version__}")
     parser.add_argument("--config", metavar="FILE", help="YAML settings file")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
