@@ -110,6 +110,9 @@ class SentimentEngine:
         self.version: str = manifest["version"]
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._index = {label: i for i, label in enumerate(self.labels)}
+        # The tokenizer's own special tokens around an empty text: [CLS] [SEP] for BERT.
+        specials = tokenizer("", add_special_tokens=True)["input_ids"]
+        self._prefix, self._suffix = specials[:1], specials[1:]
 
     @classmethod
     def load(
@@ -219,10 +222,8 @@ class SentimentEngine:
 
     def _chunk(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
         """Tokenise texts into chunks of at most ``max_length`` tokens (with special tokens)."""
-        # The tokenizer's own special tokens around an empty text: [CLS] [SEP] for BERT.
-        specials = self.tokenizer("", add_special_tokens=True)["input_ids"]
-        prefix, suffix = specials[:1], specials[1:]
-        body = self.max_length - len(specials)
+        prefix, suffix = self._prefix, self._suffix
+        body = self.max_length - len(prefix) - len(suffix)
         encoded = self.tokenizer(list(texts), add_special_tokens=False, truncation=False,
                                  verbose=False)["input_ids"]
         chunks: list[list[int]] = []
