@@ -101,12 +101,10 @@ class ModelReloader:
         registry: ModelRegistry,
         *,
         interval_s: float = 30.0,
-        load: Callable[[Settings, str | Path | None], SentimentEngine] = load_engine,
     ) -> None:
         self._settings = settings
         self._registry = registry
         self._interval_s = interval_s
-        self._load = load
         self._next_check = 0.0
         self._failed: set[str] = set()
 
@@ -120,12 +118,12 @@ class ModelReloader:
             champion = self._registry.champion()
             if champion is not None:
                 try:
-                    return self._load(self._settings, champion.artifact_path)
+                    return load_engine(self._settings, champion.artifact_path)
                 except ModelError as exc:
                     logger.error("champion %s failed to load (%s); using the bundled default",
                                  champion.version, exc)
                     self._failed.add(champion.version)
-        engine = self._load(self._settings, path)
+        engine = load_engine(self._settings, path)
         register_model(self._registry, engine, path or DEFAULT_MODEL_DIR)
         return engine
 
@@ -139,7 +137,7 @@ class ModelReloader:
         if champion is None or champion.version in (current.version, *self._failed):
             return current
         try:
-            engine = self._load(self._settings, champion.artifact_path)
+            engine = load_engine(self._settings, champion.artifact_path)
         except ModelError as exc:
             self._failed.add(champion.version)
             logger.error("new champion %s failed to load, keeping %s: %s",
