@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 from finpulse.errors import ConfigError
 from finpulse.services.signals import stop_on_signals
 from finpulse.settings import Settings
-
-logger = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,8 +31,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     metrics = Metrics()
     server = None
     if settings.metrics.enabled and not args.once:
-        server, port = serve(metrics, settings.metrics.host, settings.metrics.port)
-        logger.info("metrics on http://%s:%d/metrics", settings.metrics.host, port)
+        server, _ = serve(metrics, settings.metrics.host, settings.metrics.port)
     service = MonitorService(storage, rules, metrics)
     try:
         if args.once:

@@ -40,8 +40,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     metrics = Metrics()
     server = None
     if settings.metrics.enabled:
-        server, port = serve(metrics, settings.metrics.host, settings.metrics.port)
-        logger.info("metrics on http://%s:%d/metrics", settings.metrics.host, port)
+        server, _ = serve(metrics, settings.metrics.host, settings.metrics.port)
     reloader = ModelReloader(settings, ModelRegistry(storage), interval_s=args.reload_interval)
     service = ScorerService(settings, engine=reloader.initial(), storage=storage,
                             metrics=metrics, reloader=reloader)

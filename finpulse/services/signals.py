@@ -14,7 +14,7 @@ def stop_on_signals(stop: threading.Event | None = None) -> threading.Event:
     stop = stop or threading.Event()
 
     def _handle(signum: int, _frame: object) -> None:
-        logger.info("received %s, finishing the current batch", signal.Signals(signum).name)
+        logger.info("received %s; stopping after the work in hand", signal.Signals(signum).name)
         stop.set()
 
     signal.signal(signal.SIGTERM, _handle)
