@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -66,3 +67,18 @@ def test_demo_rejects_bad_options(args):
     result = finpulse(*args)
     assert result.returncode == 1
     assert result.stderr.strip().startswith("ConfigError:")
+
+
+def test_metrics_port_in_use_is_a_config_error(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = finpulse("monitor", env={
+            "FINPULSE_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+            "FINPULSE_METRICS__PORT": str(port),
+        })
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"ConfigError: cannot serve metrics on 127.0.0.1:{port}"
+    )

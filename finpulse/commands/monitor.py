@@ -18,8 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from finpulse.services.metrics import serve_metrics
     from finpulse.services.monitor import MonitorService
-    from monitor.metrics import Metrics, serve
+    from monitor.metrics import Metrics
     from monitor.rules import RuleSet
     from monitor.storage import Storage
 
@@ -29,10 +30,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     storage = Storage(settings.database_url)
     storage.migrate()
     metrics = Metrics()
-    server = None
-    if settings.metrics.enabled and not args.once:
-        server, _ = serve(metrics, settings.metrics.host, settings.metrics.port)
     service = MonitorService(storage, rules, metrics)
+    endpoint = None
     try:
         if args.once:
             result = service.run_once()
@@ -40,9 +39,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             for alert in result.fired:
                 print(f"  {alert.ticker:6} {alert.rule:21} {alert.window:3} {alert.explanation}")
         else:
+            endpoint = serve_metrics(metrics, settings)
             service.run(stop_on_signals(), interval_s=args.interval)
     finally:
         storage.dispose()
-        if server is not None:
-            server.shutdown()
+        if endpoint is not None:
+            endpoint[0].shutdown()
     return 0

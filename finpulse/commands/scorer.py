@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 
 from finpulse.errors import ConfigError
@@ -20,9 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from finpulse.services.metrics import serve_metrics
     from finpulse.services.scorer import ModelReloader, ScorerService
     from ingest.topics import ensure_topics
-    from monitor.metrics import Metrics, serve
+    from monitor.metrics import Metrics
     from monitor.registry import ModelRegistry
     from monitor.storage import Storage
 
@@ -35,22 +37,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("--reload-interval must be a positive number of seconds", field="reload_interval")
     stop = stop_on_signals()
     ensure_topics(settings.kafka)
-    storage = Storage(settings.database_url)
-    storage.migrate()
-    metrics = Metrics()
-    server = None
-    if settings.metrics.enabled:
-        server, _ = serve(metrics, settings.metrics.host, settings.metrics.port)
-    reloader = ModelReloader(settings, ModelRegistry(storage), interval_s=args.reload_interval)
-    service = ScorerService(settings, engine=reloader.initial(), storage=storage,
-                            metrics=metrics, reloader=reloader)
-    logger.info("scorer up: model %s, topics %s", service.engine.version, ", ".join(settings.kafka.raw_topics))
-    try:
+    with contextlib.ExitStack() as cleanup:
+        storage = Storage(settings.database_url)
+        cleanup.callback(storage.dispose)
+        storage.migrate()
+        metrics = Metrics()
+        endpoint = serve_metrics(metrics, settings)
+        if endpoint is not None:
+            cleanup.callback(endpoint[0].shutdown)
+        reloader = ModelReloader(settings, ModelRegistry(storage), interval_s=args.reload_interval)
+        service = ScorerService(settings, engine=reloader.initial(), storage=storage,
+                                metrics=metrics, reloader=reloader)
+        cleanup.callback(service.close)
+        logger.info("scorer up: model %s, topics %s", service.engine.version,
+                    ", ".join(settings.kafka.raw_topics))
         stats = service.run(stop)
-    finally:
-        service.close()
-        storage.dispose()
-        if server is not None:
-            server.shutdown()
     logger.info("scorer stopped: %d scored, %d invalid in %d batches", stats.scored, stats.invalid, stats.batches)
     return 0

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from finpulse.schemas import Alert
+from finpulse.services.metrics import serve_metrics
 from finpulse.services.monitor import MonitorService
 from finpulse.services.scorer import (
     ScorerService,
@@ -34,7 +35,7 @@ from ingest.replay import read_posts, replay
 from ingest.topics import ensure_topics
 from models import DEFAULT_MODEL_DIR
 from monitor.evidence import POSTS_SEPARATOR
-from monitor.metrics import Metrics, serve
+from monitor.metrics import Metrics
 from monitor.registry import ModelRegistry
 from monitor.rules import RuleSet
 from monitor.storage import Storage
@@ -141,10 +142,10 @@ def run_demo(
         storage.migrate()
         metrics = Metrics()
         metrics_url = None
-        if settings.metrics.enabled:
-            server, port = _serve_metrics(metrics, settings)
-            stack.callback(server.shutdown)
-            metrics_url = f"http://{settings.metrics.host}:{port}/metrics"
+        endpoint = serve_metrics(metrics, settings, any_port_if_taken=True)
+        if endpoint is not None:
+            stack.callback(endpoint[0].shutdown)
+            metrics_url = endpoint[1]
 
         engine = load_engine(settings, settings.model.path)
         register_model(ModelRegistry(storage), engine, settings.model.path or DEFAULT_MODEL_DIR)
@@ -194,12 +195,3 @@ def _publish(kafka: KafkaSettings, stream: Path, rate: float | None) -> None:
         for i, bad in enumerate(MALFORMED):
             producer.publish_raw(kafka.news_topic if i % 2 == 0 else kafka.social_topic, bad)
         replay(stream, producer, rate=rate)
-
-
-def _serve_metrics(metrics: Metrics, settings: Settings):
-    """Serve on the configured port, or on a free one when it is taken."""
-    try:
-        return serve(metrics, settings.metrics.host, settings.metrics.port)
-    except OSError:
-        logger.info("port %d is taken; serving metrics on a free port", settings.metrics.port)
-        return serve(metrics, settings.metrics.host, 0)
