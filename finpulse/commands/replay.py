@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from finpulse.errors import ConfigError
+from finpulse.errors import ConfigError, DataError
 from finpulse.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("--rate must be positive", field="rate")
     if args.partitions < 1:
         raise ConfigError("--partitions must be at least 1", field="partitions")
+    if not args.file.is_file():
+        raise DataError(f"file not found: {args.file}")
     ensure_topics(kafka, partitions=args.partitions)
     with PostProducer(kafka) as producer:
         count = replay(

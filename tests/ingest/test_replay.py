@@ -135,3 +135,10 @@ def test_replay_command_without_a_broker_says_how_to_configure_one(tmp_path: Pat
     settings = Settings.load(kafka=KafkaSettings(bootstrap_servers=None))
     with pytest.raises(ConfigError, match="FINPULSE_KAFKA__BOOTSTRAP_SERVERS"):
         _run_command(["replay", str(tmp_path / "x.csv")], settings)
+
+
+def test_replay_command_checks_the_file_before_reaching_for_the_broker(tmp_path: Path) -> None:
+    # An unreachable broker would take ~30 s to fail; the missing file must be reported first.
+    settings = Settings.load(kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"))
+    with pytest.raises(DataError, match="file not found"):
+        _run_command(["replay", str(tmp_path / "missing.jsonl")], settings)
