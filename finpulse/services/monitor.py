@@ -43,13 +43,14 @@ class MonitorService:
         self.rules = rules
         self.metrics = metrics
         self._watermark: datetime | None = None
+        # The dashboards' windows plus whatever the rules read.
+        self._windows = tuple(dict.fromkeys((*WINDOWS, *rules.windows)))
 
     def run_once(self) -> MonitorPass:
         """One pass over what was stored since the previous one (everything on the first)."""
         started = datetime.now(timezone.utc)
         since = None if self._watermark is None else self._watermark - CLOCK_SKEW
-        windows = tuple(dict.fromkeys((*WINDOWS, *self.rules.windows)))
-        written = aggregate(self.storage, windows, since=since)
+        written = aggregate(self.storage, self._windows, since=since)
         fired = evaluate(self.storage, self.rules, since=since)
         if self.metrics is not None:
             for alert in fired:
