@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from finpulse.schemas import Post
@@ -65,3 +67,28 @@ def wait_for_assignment(consumer: PostConsumer) -> None:
         batch = consumer.poll_batch(1, 200)
         assert batch.empty, "wait_for_assignment must only be used on an empty topic position"
         assert time.monotonic() < deadline, "consumer never got partitions"
+
+
+_ESTABLISHED = "01"
+
+
+def connections_to(port: int) -> int:
+    """This process's established TCP connections to ``port`` on any address."""
+    inodes = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed between listing and reading
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not Path(table).exists():
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            if remote_port == port and fields[3] == _ESTABLISHED and fields[9] in inodes:
+                count += 1
+    return count

@@ -13,7 +13,7 @@ from finpulse.settings import KafkaSettings
 from ingest.broker import EmbeddedBroker
 from ingest.producer import PostProducer
 from ingest.topics import ensure_topics
-from tests.ingest.kafka_io import make_post, read_topic
+from tests.ingest.kafka_io import connections_to, make_post, read_topic
 
 
 def _partitions(kafka: KafkaSettings) -> dict[str, int]:
@@ -41,6 +41,7 @@ def test_ensure_topics_needs_a_broker() -> None:
 def test_broker_starts_and_stops() -> None:
     with EmbeddedBroker() as broker:
         assert broker.running
+        assert connections_to(broker.port) == 0, "the readiness probe left a connection open"
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
         ensure_topics(kafka, partitions=1)
         assert broker.bootstrap_servers == f"127.0.0.1:{broker.port}"
