@@ -39,7 +39,7 @@ def wait_for(predicate, timeout_s: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
-def test_sigkill_mid_stream_loses_and_duplicates_nothing(kafka_settings, postgres_url, tmp_path):
+def test_sigkill_mid_stream_loses_and_duplicates_nothing(kafka_settings, postgres_url, tmp_path, request):
     ensure_topics(kafka_settings)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FINPULSE_") or k == "FINPULSE_MODEL__PATH"}
     env.update({
@@ -64,6 +64,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(kafka_settings, postgre
             producer.flush()
 
     storage = Storage(postgres_url)
+    request.addfinalizer(storage.dispose)  # also when an assertion fails
     storage.migrate()
     log_path = tmp_path / "scorer.log"
     procs: list[subprocess.Popen] = []
@@ -90,11 +91,12 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(kafka_settings, postgre
             for proc in procs:
                 if proc.poll() is None:
                     proc.kill()
+                    proc.wait(10)
+            publisher.join()
     stored = storage.scores(limit=10 * N_POSTS)
     assert sorted(p.id for p in stored) == sorted(p.id for p in posts), log_path.read_text()[-2000:]
     assert storage.count_posts() == N_POSTS
     assert storage.count_scores() == N_POSTS
-    storage.dispose()
     # The restart resumed from the committed offsets: only the batch in flight at the
     # kill was scored twice (and published twice to finpulse.scored, which is at-least-once).
     republished = len(drain(kafka_settings, kafka_settings.scored_topic, 2 * N_POSTS, timeout_s=10)) - N_POSTS
