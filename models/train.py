@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from finpulse.errors import ConfigError, DataError, ModelError
 from finpulse.schemas import LABELS
-from models.artifact import PEFT_METHODS, save_artifact, update_manifest
+from models.artifact import save_artifact, update_manifest
 from models.batching import budget_batches, grouped_batches, pad
 from models.card import write_card
 from models.config import TrainConfig
