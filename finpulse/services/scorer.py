@@ -27,7 +27,6 @@ from finpulse.errors import IngestError, ModelError, StorageError
 from finpulse.schemas import Post, ScoredPost
 from finpulse.settings import Settings
 from ingest.consumer import PolledBatch, PostConsumer
-from ingest.entities import TickerExtractor
 from ingest.producer import PostProducer
 from models import DEFAULT_MODEL_DIR
 from models.inference import SentimentEngine
@@ -165,9 +164,7 @@ class ScorerService:
         self.storage = storage
         self.metrics = metrics
         self.consumer = consumer or PostConsumer(
-            settings.kafka,
-            max_text_chars=settings.scorer.max_text_chars,
-            extractor=TickerExtractor.default(),
+            settings.kafka, max_text_chars=settings.scorer.max_text_chars
         )
         self.producer = producer or PostProducer(settings.kafka)
         self.reloader = reloader
@@ -223,7 +220,7 @@ class ScorerService:
         if lag is not None:
             self.metrics.consumer_lag.set(lag)
         self.stats.batches += 1
-        self.stats.consumed += len(batch.posts) + len(batch.invalid)
+        self.stats.consumed += len(batch)
         self.stats.invalid += len(batch.invalid)
         self.stats.scored += len(scored)
 
@@ -261,7 +258,7 @@ class ScorerService:
                     if engine is not self.engine:
                         self._use(engine)
                 batch = self.consumer.poll_batch(cfg.max_batch_size, cfg.max_wait_ms)
-                if not batch.posts and not batch.invalid:
+                if batch.empty:
                     continue
                 try:
                     self.process(batch)
@@ -279,7 +276,7 @@ class ScorerService:
                     continue
                 backoff = 0.0
                 if on_batch is not None:
-                    on_batch(len(batch.posts) + len(batch.invalid))
+                    on_batch(len(batch))
         finally:
             self.stats.finished = time.perf_counter()
         return self.stats
