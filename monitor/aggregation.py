@@ -26,8 +26,8 @@ import sqlalchemy as sa
 
 from finpulse.errors import ConfigError
 from finpulse.schemas import WINDOW_SECONDS
-from monitor import tables as t
-from monitor.storage import Storage, utcnow
+from finpulse.storage import Storage, utcnow
+from finpulse.storage import tables as t
 
 logger = logging.getLogger(__name__)
 

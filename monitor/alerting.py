@@ -31,7 +31,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from finpulse.schemas import WINDOW_SECONDS, Alert
-from monitor import tables as t
+from finpulse.storage import Storage, utcnow
+from finpulse.storage import tables as t
 from monitor.aggregation import window_start
 from monitor.detectors import Check, Detector, State, WindowStats, detector_for
 from monitor.evidence import (
@@ -44,7 +45,6 @@ from monitor.evidence import (
     write_posts,
 )
 from monitor.rules import NegativeVolumeSpikeRule, RuleSet, SentimentDropRule
-from monitor.storage import Storage, utcnow
 
 logger = logging.getLogger(__name__)
 

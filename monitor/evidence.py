@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
-from monitor import tables as t
+from finpulse.storage import tables as t
 
 POSTS_SEPARATOR = " | most negative posts: "
 SNIPPET_CHARS = 80

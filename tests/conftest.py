@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from finpulse.settings import KafkaSettings
+from finpulse.storage import Storage
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -78,3 +79,14 @@ def database_url(request) -> str:
     if request.param == "sqlite":
         return request.getfixturevalue("sqlite_url")
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture()
+def storage(database_url: str) -> Iterator[Storage]:
+    """A migrated, empty database (parametrized: SQLite and PostgreSQL)."""
+    store = Storage(database_url)
+    store.migrate()
+    try:
+        yield store
+    finally:
+        store.dispose()

@@ -32,3 +32,24 @@ def test_stages_never_import_each_other(stage):
                 continue
             offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in others]
     assert offenders == []
+
+
+CORE = ("finpulse/storage", "finpulse/metrics.py", "finpulse/schemas.py", "finpulse/settings.py",
+        "finpulse/errors.py")
+
+
+def test_core_never_imports_a_stage():
+    """Storage, metrics and the records are shared infrastructure: every stage may use them."""
+    offenders = []
+    for entry in CORE:
+        paths = [ROOT / entry] if entry.endswith(".py") else (ROOT / entry).rglob("*.py")
+        for path in paths:
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                elif isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                else:
+                    continue
+                offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in STAGES]
+    assert offenders == []

@@ -132,7 +132,7 @@ def _print(
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Handle ``finpulse db ACTION``."""
-    from monitor.storage import Storage
+    from finpulse.storage import Storage
 
     storage = Storage(settings.database_url)
     try:

@@ -18,11 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from finpulse.metrics import Metrics
     from finpulse.services.metrics import serve_metrics
     from finpulse.services.monitor import MonitorService
-    from monitor.metrics import Metrics
+    from finpulse.storage import Storage
     from monitor.rules import RuleSet
-    from monitor.storage import Storage
 
     if args.interval <= 0:
         raise ConfigError("--interval must be a positive number of seconds", field="interval")

@@ -25,9 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from finpulse.storage import Storage
+    from finpulse.storage.registry import ModelRegistry
     from models.artifact import read_manifest
-    from monitor.registry import ModelRegistry
-    from monitor.storage import Storage
 
     storage = Storage(settings.database_url)
     try:

@@ -21,12 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from finpulse.metrics import Metrics
     from finpulse.services.metrics import serve_metrics
     from finpulse.services.scorer import ModelReloader, ScorerService
+    from finpulse.storage import Storage
+    from finpulse.storage.registry import ModelRegistry
     from ingest.topics import ensure_topics
-    from monitor.metrics import Metrics
-    from monitor.registry import ModelRegistry
-    from monitor.storage import Storage
 
     if not settings.kafka.bootstrap_servers:
         raise ConfigError(

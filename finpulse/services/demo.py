@@ -19,6 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from finpulse.metrics import Metrics
 from finpulse.schemas import Alert
 from finpulse.services.metrics import serve_metrics
 from finpulse.services.monitor import MonitorService
@@ -29,16 +30,15 @@ from finpulse.services.scorer import (
     register_model,
 )
 from finpulse.settings import KafkaSettings, Settings
+from finpulse.storage import Storage
+from finpulse.storage.registry import ModelRegistry
 from ingest.broker import EmbeddedBroker
 from ingest.producer import PostProducer
 from ingest.replay import read_posts, replay
 from ingest.topics import ensure_topics
 from models import DEFAULT_MODEL_DIR
 from monitor.evidence import POSTS_SEPARATOR
-from monitor.metrics import Metrics
-from monitor.registry import ModelRegistry
 from monitor.rules import RuleSet
-from monitor.storage import Storage
 
 logger = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from finpulse.errors import ConfigError
+from finpulse.metrics import Metrics, MetricsServer, serve
 from finpulse.settings import Settings
-from monitor.metrics import Metrics, MetricsServer, serve
 
 logger = logging.getLogger(__name__)
 

@@ -14,12 +14,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from finpulse.metrics import Metrics
 from finpulse.schemas import Alert
+from finpulse.storage import Storage
 from monitor.aggregation import aggregate
 from monitor.alerting import evaluate
-from monitor.metrics import Metrics
 from monitor.rules import RuleSet
-from monitor.storage import Storage
 
 logger = logging.getLogger(__name__)
 

@@ -24,15 +24,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from finpulse.errors import IngestError, ModelError, StorageError
+from finpulse.metrics import Metrics
 from finpulse.schemas import Post, ScoredPost
 from finpulse.settings import Settings
+from finpulse.storage import Storage
+from finpulse.storage.registry import ModelRegistry
 from ingest.consumer import PolledBatch, PostConsumer
 from ingest.producer import PostProducer
 from models import DEFAULT_MODEL_DIR
 from models.inference import SentimentEngine
-from monitor.metrics import Metrics
-from monitor.registry import ModelRegistry
-from monitor.storage import Storage
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from datetime import timedelta
 import pytest
 
 from finpulse.schemas import Post
+from finpulse.storage import Storage
 from ingest.producer import PostProducer
 from ingest.topics import ensure_topics
-from monitor.storage import Storage
 from tests.e2e.posts import CALM, T0, drain
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.postgres]

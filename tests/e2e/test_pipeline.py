@@ -8,15 +8,15 @@ import threading
 import pytest
 from prometheus_client import CollectorRegistry
 
+from finpulse.metrics import Metrics
 from finpulse.services.monitor import MonitorService
 from finpulse.services.scorer import ScorerService, load_engine
 from finpulse.settings import Settings
+from finpulse.storage import Storage
 from ingest.producer import PostProducer
 from ingest.topics import ensure_topics
 from models.inference import SentimentEngine
-from monitor.metrics import Metrics
 from monitor.rules import RuleSet
-from monitor.storage import Storage
 from tests.e2e.posts import MALFORMED, calm_then_burst, drain
 
 pytestmark = pytest.mark.timeout(300)

@@ -7,10 +7,9 @@ from datetime import timedelta
 import pytest
 
 from finpulse.errors import ConfigError
+from finpulse.storage import Storage, utcnow
 from monitor.aggregation import aggregate, window_start
-from monitor.storage import Storage, utcnow
-
-from .conftest import T0, scored
+from tests.records import T0, scored
 
 M = timedelta(minutes=1)
 

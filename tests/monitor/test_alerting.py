@@ -8,13 +8,11 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from finpulse.schemas import Alert, ScoredPost
-from monitor import tables
+from finpulse.storage import Storage, tables, utcnow
 from monitor.aggregation import aggregate
 from monitor.alerting import evaluate
 from monitor.rules import RuleSet
-from monitor.storage import Storage, utcnow
-
-from .conftest import T0, scored
+from tests.records import T0, scored
 
 H = timedelta(hours=1)
 M = timedelta(minutes=1)

@@ -12,8 +12,7 @@ from finpulse.commands import db
 from finpulse.errors import ConfigError
 from finpulse.settings import Settings
 from monitor.aggregation import aggregate
-
-from .conftest import scored
+from tests.records import scored
 
 
 def finpulse_db(url: str, *argv: str) -> int:
@@ -30,7 +29,7 @@ def test_upgrade_then_query(database_url: str, capsys: pytest.CaptureFixture[str
     assert "revision 0001" in capsys.readouterr().out
     assert finpulse_db(database_url, "upgrade") == 0
 
-    from monitor.storage import Storage
+    from finpulse.storage import Storage
 
     storage = Storage(database_url)
     storage.save_scored(

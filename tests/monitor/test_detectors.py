@@ -7,10 +7,13 @@ from datetime import timedelta
 
 import pytest
 
-from monitor.detectors import NegativeVolumeSpikeDetector, SentimentDropDetector, WindowStats
+from monitor.detectors import (
+    NegativeVolumeSpikeDetector,
+    SentimentDropDetector,
+    WindowStats,
+)
 from monitor.rules import NegativeVolumeSpikeRule, SentimentDropRule
-
-from .conftest import T0
+from tests.records import T0
 
 H = timedelta(hours=1)
 

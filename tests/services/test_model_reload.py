@@ -9,10 +9,10 @@ import pytest
 
 from finpulse.services.scorer import ModelReloader
 from finpulse.settings import Settings
+from finpulse.storage import Storage
+from finpulse.storage.registry import ModelRegistry
 from models.artifact import read_manifest, update_manifest
 from models.inference import SentimentEngine
-from monitor.registry import ModelRegistry
-from monitor.storage import Storage
 from tests.models.tiny import build_tiny_base, make_rows, write_csv
 
 

@@ -1,4 +1,4 @@
-"""The Alembic migrations build exactly the tables ``monitor/tables.py`` declares."""
+"""The Alembic migrations build exactly the tables ``finpulse/storage/tables.py`` declares."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from monitor import tables
-from monitor.storage import Storage
+from finpulse.storage import Storage, tables
 
 
 def test_migrated_schema_matches_the_tables(storage: Storage) -> None:

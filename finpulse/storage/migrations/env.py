@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the connection ``monitor.storage.Storage.migrate`` passes in.
+"""Alembic environment: runs on the connection ``finpulse.storage.Storage.migrate`` passes in.
 
 There is no alembic.ini: migrations are driven programmatically, so the URL, the
 engine settings and the lock around the upgrade all come from ``Storage``.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from monitor.tables import metadata
+from finpulse.storage.tables import metadata
 
 connection = context.config.attributes["connection"]
 context.configure(

@@ -5,8 +5,8 @@ Revises:
 Create Date: 2026-11-29
 
 Times are ``timestamptz`` on PostgreSQL and naive-UTC text on SQLite
-(``monitor.tables.UTCDateTime`` converts at the edge). This file is a frozen snapshot
-of ``monitor/tables.py`` at this revision; ``tests/monitor/test_migrations.py`` checks
+(``finpulse.storage.tables.UTCDateTime`` converts at the edge). This file is a frozen snapshot
+of ``finpulse/storage/tables.py`` at this revision; ``tests/storage/test_migrations.py`` checks
 that the two agree.
 """
 

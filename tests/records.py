@@ -1,27 +1,12 @@
-"""Monitor test fixtures: a migrated database (SQLite and PostgreSQL) and post builders."""
+"""Builders of scored posts for the storage and monitor tests."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
-import pytest
-
 from finpulse.schemas import ScoredPost
-from monitor.storage import Storage
 
 T0 = datetime(2024, 3, 4, tzinfo=timezone.utc)  # a Monday, 00:00 UTC: aligned to every window
-
-
-@pytest.fixture()
-def storage(database_url: str) -> Iterator[Storage]:
-    """A migrated, empty database (parametrized: SQLite and PostgreSQL)."""
-    store = Storage(database_url)
-    store.migrate()
-    try:
-        yield store
-    finally:
-        store.dispose()
 
 
 def scored(

@@ -8,10 +8,8 @@ import pytest
 import sqlalchemy as sa
 
 from finpulse.errors import ConfigError, StorageError
-from monitor import tables
-from monitor.storage import Storage, normalize_url
-
-from .conftest import T0, scored
+from finpulse.storage import Storage, normalize_url, tables
+from tests.records import T0, scored
 
 
 def test_migrate_twice_keeps_data(storage: Storage) -> None:

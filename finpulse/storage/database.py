@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from finpulse.errors import ConfigError, StorageError
 from finpulse.schemas import Alert, ScoredPost, WindowAggregate
-from monitor import tables as t
+from finpulse.storage import tables as t
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import urllib.request
 
 from prometheus_client import CollectorRegistry
 
-from monitor.metrics import Metrics, serve
+from finpulse.metrics import Metrics, serve
 
 
 def test_metrics_record_on_their_own_registry() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from finpulse.errors import ConfigError
-from monitor.registry import ModelRegistry
-from monitor.storage import Storage
+from finpulse.storage import Storage
+from finpulse.storage.registry import ModelRegistry
 
 
 def _register(registry: ModelRegistry, version: str, **kw) -> None:

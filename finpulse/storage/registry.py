@@ -16,8 +16,8 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from finpulse.errors import ConfigError
-from monitor import tables as t
-from monitor.storage import Storage, utcnow
+from finpulse.storage import Storage, utcnow
+from finpulse.storage import tables as t
 
 logger = logging.getLogger(__name__)
 
