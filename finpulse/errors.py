@@ -72,7 +72,17 @@ class DataError(ModelError):
 
 
 class StorageError(FinpulseError):
-    """The database refused an operation or cannot be reached."""
+    """The database refused an operation or cannot be reached.
+
+    Attributes:
+        transient: True when the database could not be reached or timed out (retry
+            later); False when it refused the statement or its data (retrying the same
+            rows will fail again).
+    """
+
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class AlertDeliveryError(FinpulseError):

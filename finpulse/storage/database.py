@@ -55,6 +55,18 @@ def _describe(exc: BaseException) -> str:
     return f"{type(orig).__name__}: {first}"
 
 
+def _is_transient(exc: BaseException) -> bool:
+    """Whether a SQLAlchemy error means "unreachable, try again" rather than "refused".
+
+    Lost or refused connections, timeouts and SQLite's "database is locked" are transient;
+    a statement or data the database (or the driver, before sending) refuses is not.
+    """
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError,
+                            sa.exc.DisconnectionError, sa.exc.TimeoutError))
+
+
 def _chunks(
     rows: Sequence[dict[str, Any]], size: int = _CHUNK
 ) -> Iterator[Sequence[dict[str, Any]]]:
@@ -117,7 +129,7 @@ class Storage:
             with self._engine.begin() as conn:
                 yield conn
         except sa.exc.SQLAlchemyError as exc:
-            raise StorageError(_describe(exc)) from exc
+            raise StorageError(_describe(exc), transient=_is_transient(exc)) from exc
 
     def insert(self, table: sa.Table) -> Any:
         """A dialect-specific INSERT that supports ``on_conflict_do_nothing``/``_do_update``."""
