@@ -8,13 +8,21 @@ from pathlib import Path
 import pytest
 
 from finpulse.errors import ConfigError
-from monitor.rules import NegativeVolumeSpikeRule, RuleSet, SentimentDropRule, parse_duration
+from monitor.rules import (
+    NegativeVolumeSpikeRule,
+    RuleSet,
+    SentimentDropRule,
+    VolumeSpikeRule,
+    parse_duration,
+)
 
 
-def test_bundled_rules_load_with_both_kinds() -> None:
+def test_bundled_rules_load_with_every_kind() -> None:
     rules = RuleSet.load()
     kinds = {type(rule) for rule in rules.enabled}
-    assert kinds == {SentimentDropRule, NegativeVolumeSpikeRule}
+    assert kinds == {SentimentDropRule, NegativeVolumeSpikeRule, VolumeSpikeRule}
+    assert [r.name for r in rules.risk_events] == ["risk_event"]
+    assert {r.check for r in rules.model_health} == {"low_confidence", "label_drift"}
     drop = next(r for r in rules.rules if isinstance(r, SentimentDropRule))
     assert (drop.window, drop.z_threshold, drop.min_posts, drop.cooldown) == (
         "1h",
