@@ -198,10 +198,15 @@ class VolumeSpikeDetector(NegativeVolumeSpikeDetector):
         rule: VolumeSpikeRule = self.rule  # type: ignore[assignment]
         rate, count = state["rate"], self.count(window)
         required = max(float(rule.min_posts), rule.ratio * max(rate, rule.min_rate))
-        copies = window.n - count
+        if window.n_unique is None:
+            counted = f"{count} posts"
+        else:
+            copies = window.n - count
+            counted = f"{count} distinct posts" + (
+                f" ({window.n} with {copies} near-duplicate copies)" if copies else ""
+            )
         summary = (
-            f"{count} distinct posts"
-            + (f" ({window.n} with {copies} near-duplicate copies)" if copies else "")
+            counted
             + f" vs a baseline of {rate:.2f} per {rule.window} "
             f"(threshold {required:.1f} = max({rule.min_posts}, {rule.ratio:g} x baseline))"
         )
