@@ -143,7 +143,8 @@ def _phrase_list(value: Any) -> Any:
     cleaned: list[Any] = []
     for i, phrase in enumerate(value):
         if not isinstance(phrase, str):
-            raise ValueError(f"phrase {i} is not a string: {phrase!r}")
+            # ValueError, not TypeError: pydantic turns only ValueError into a field error.
+            raise ValueError(f"phrase {i} is not a string: {phrase!r}")  # noqa: TRY004
         flat = " ".join(phrase.lower().split())
         if not flat:
             raise ValueError(f"phrase {i} is blank")

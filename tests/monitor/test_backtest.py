@@ -11,7 +11,7 @@ import pytest
 from finpulse.cli import main
 from finpulse.schemas import ScoredPost
 from finpulse.storage import Storage
-from tests.records import T0, scored
+from tests.records import scored
 
 H = timedelta(hours=1)
 M = timedelta(minutes=1)

@@ -90,6 +90,7 @@ def test_copies_join_the_alert_and_new_stories_raise_its_value(
     rules = _rules(tmp_path)
     storage.save_scored([post("first", 5 * M, "Acme accused of fraud by short seller")])
     (alert,) = evaluate_risk_events(storage, rules)
+    assert alert.value == 1.0 and "[" not in alert.explanation  # no copies yet
     storage.save_scored([
         post("copy1", 7 * M, "RT @x: Acme accused of fraud by short seller", cluster="first"),
         post("copy2", 8 * M, "Acme accused of fraud by short seller (wire)", cluster="first"),

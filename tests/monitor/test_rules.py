@@ -104,8 +104,10 @@ def test_a_minimal_rule_takes_the_defaults(tmp_path: Path) -> None:
             "psi",
         ),
         (
-            "rules:\n  - {name: ok, kind: sentiment_drop}\n"
-            "  - {name: health, kind: model_health, check: low_confidence, max_share: 1.5}\n",
+            (
+                "rules:\n  - {name: ok, kind: sentiment_drop}\n"
+                "  - {name: health, kind: model_health, check: low_confidence, max_share: 1.5}\n"
+            ),
             "rules[1].max_share",
             "rule 'health'",
         ),
