@@ -27,6 +27,7 @@ COMMANDS = (
     "bench",
     "registry",
     "db",
+    "backtest",  # the `alerts` group with `alerts backtest`
 )
 
 

@@ -75,6 +75,8 @@ class ScoredPost(Post):
     confidence: float = Field(ge=0.0, le=1.0)
     model_version: str = Field(min_length=1)
     scored_at: AwareDatetime
+    # Near-duplicate cluster (the id of the story's first post); None = not clustered.
+    cluster_id: str | None = Field(default=None, max_length=200)
 
     @classmethod
     def from_prediction(

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from finpulse.schemas import WINDOW_SECONDS
-from monitor.rules import NegativeVolumeSpikeRule, SentimentDropRule
+from monitor.rules import NegativeVolumeSpikeRule, SentimentDropRule, VolumeSpikeRule, WindowRule
 
 State = dict[str, Any]
 
@@ -34,6 +34,9 @@ class WindowStats:
     mean: float
     std: float
     last_published_at: datetime
+    # Distinct stories: posts of one near-duplicate cluster count once. None where the
+    # aggregates do not carry it yet; readers then fall back to ``n``.
+    n_unique: int | None = None
 
 
 @dataclass(frozen=True)
@@ -174,10 +177,56 @@ class NegativeVolumeSpikeDetector:
         return a > b
 
 
-def detector_for(rule: SentimentDropRule | NegativeVolumeSpikeRule) -> Detector:
+class VolumeSpikeDetector(NegativeVolumeSpikeDetector):
+    """Distinct posts in the window (all labels) against the ticker's EWMA rate of them.
+
+    The same decaying-rate baseline as ``NegativeVolumeSpikeDetector`` (``advance`` is
+    shared), on ``n_unique``: a story re-published many times counts once.
+    """
+
+    def __init__(self, rule: VolumeSpikeRule) -> None:  # type: ignore[override]
+        self.rule = rule  # type: ignore[assignment]
+        self.alpha = _alpha(rule.halflife)
+        self.size = WINDOW_SECONDS[rule.window]
+
+    @staticmethod
+    def count(window: WindowStats) -> int:
+        """The window's distinct posts (``n`` where the aggregate has no ``n_unique``)."""
+        return window.n if window.n_unique is None else window.n_unique
+
+    def check(self, state: State, window: WindowStats, stream_start: datetime) -> Check:
+        rule: VolumeSpikeRule = self.rule  # type: ignore[assignment]
+        rate, count = state["rate"], self.count(window)
+        required = max(float(rule.min_posts), rule.ratio * max(rate, rule.min_rate))
+        if window.n_unique is None:
+            counted = f"{count} posts"
+        else:
+            copies = window.n - count
+            counted = f"{count} distinct posts" + (
+                f" ({window.n} with {copies} near-duplicate copies)" if copies else ""
+            )
+        summary = (
+            counted
+            + f" vs a baseline of {rate:.2f} per {rule.window} "
+            f"(threshold {required:.1f} = max({rule.min_posts}, {rule.ratio:g} x baseline))"
+        )
+        if window.start - stream_start < rule.warmup:
+            return Check(None, float(count), required, rate, "stream warming up")
+        return Check(count >= required, float(count), required, rate, summary)
+
+    def update(self, state: State, window: WindowStats) -> State:
+        k = state["windows"] + 1
+        a = max(self.alpha, 1.0 / k)
+        rate = state["rate"] + a * (self.count(window) - state["rate"])
+        return {"rate": rate, "windows": k, "last": int(window.start.timestamp())}
+
+
+def detector_for(rule: WindowRule) -> Detector:
     """The detector that implements ``rule``'s kind."""
     if isinstance(rule, SentimentDropRule):
         return SentimentDropDetector(rule)
+    if isinstance(rule, VolumeSpikeRule):
+        return VolumeSpikeDetector(rule)
     return NegativeVolumeSpikeDetector(rule)
 
 

@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from finpulse.errors import ConfigError
-from finpulse.schemas import Severity, Window
+from finpulse.schemas import Label, Severity, Window
 
 logger = logging.getLogger(__name__)
 
@@ -116,8 +116,137 @@ class NegativeVolumeSpikeRule(_Rule):
     warmup: Duration = timedelta(hours=12)
 
 
-Rule = Annotated[SentimentDropRule | NegativeVolumeSpikeRule, Field(discriminator="kind")]
-RULE_KINDS = ("sentiment_drop", "negative_volume_spike")
+class VolumeSpikeRule(_Rule):
+    """Many more posts in a window than the ticker's EWMA rate of posts (all labels).
+
+    Near-duplicates count once: the count is the window's distinct stories
+    (``WindowStats.n_unique``: posts of one near-duplicate cluster count as one), so a
+    story syndicated or retweeted twenty times is not a spike on its own.
+    """
+
+    kind: Literal["volume_spike"]
+    severity: Severity = "warning"
+    # Fire when distinct posts >= ratio * max(baseline rate, min_rate)...
+    ratio: float = Field(default=4.0, gt=1)
+    # ...and distinct posts >= min_posts (minimum-volume guard).
+    min_posts: int = Field(default=10, ge=1)
+    # Floor on the baseline rate, in distinct posts per window.
+    min_rate: float = Field(default=1.0, gt=0)
+    # The stream must have run this long (event time) before the rule may fire.
+    warmup: Duration = timedelta(hours=12)
+
+
+def _phrase_list(value: Any) -> Any:
+    """Strip, lowercase and de-duplicate the phrases; blank ones are an error."""
+    if not isinstance(value, (list, tuple)):
+        return value
+    cleaned: list[Any] = []
+    for i, phrase in enumerate(value):
+        if not isinstance(phrase, str):
+            # ValueError, not TypeError: pydantic turns only ValueError into a field error.
+            raise ValueError(f"phrase {i} is not a string: {phrase!r}")  # noqa: TRY004
+        flat = " ".join(phrase.lower().split())
+        if not flat:
+            raise ValueError(f"phrase {i} is blank")
+        cleaned.append(flat)
+    return tuple(dict.fromkeys(cleaned))
+
+
+class _EventRule(BaseModel):
+    """Fields of the rules that are not window detectors (risk events, model health)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_\-]*$")
+    severity: Severity = "warning"
+    enabled: bool = True
+    # Only posts from these sources; empty = every source.
+    sources: tuple[str, ...] = ()
+    # A firing alert resolves once nothing has met the condition for this long (event time).
+    resolve_after: Duration = timedelta(hours=24)
+    # How many posts an alert keeps as its explanation.
+    explain_posts: int = Field(default=5, ge=1, le=50)
+
+    @model_validator(mode="after")
+    def _positive_durations(self) -> _EventRule:
+        for name in ("resolve_after", "cooldown", "lateness", "reference"):
+            value = getattr(self, name, None)
+            if value is not None and value < timedelta(0):
+                raise ValueError(f"{name} must not be negative")
+        return self
+
+    def fingerprint(self) -> str:
+        """A hash of what decides which posts match; a change restarts the rule's cursor."""
+        basis = self.model_dump_json(include=self._fingerprint_fields())
+        return hashlib.sha256(basis.encode()).hexdigest()[:16]
+
+    def _fingerprint_fields(self) -> set[str]:
+        return {"kind", "sources"}
+
+
+class RiskEventRule(_EventRule):
+    """A credible post about a ticker names a risk event (bankruptcy, fraud, ...).
+
+    Judged per post, not per window: the first credible matching post fires at once.
+    A phrase matches as whole words, case-insensitively, in the title or text
+    (``fraud`` matches "Fraud probe" but not "fraudulent"; ``chapter 11`` matches
+    "Chapter  11"). Credible = scored with a label in ``labels`` at a confidence of at
+    least ``min_confidence``, and not a near-duplicate of a post an alert of this rule
+    already holds for the ticker (a re-published story joins that alert, it never
+    raises a second one). Further credible matches while the alert fires join it as
+    evidence; it resolves after ``resolve_after`` without any.
+    """
+
+    kind: Literal["risk_event"]
+    severity: Severity = "critical"
+    phrases: Annotated[tuple[str, ...], BeforeValidator(_phrase_list)] = Field(min_length=1)
+    labels: tuple[Label, ...] = Field(default=("negative",), min_length=1)
+    min_confidence: float = Field(default=0.5, ge=0, le=1)
+
+    def _fingerprint_fields(self) -> set[str]:
+        return {"kind", "sources", "phrases", "labels", "min_confidence"}
+
+
+class ModelHealthRule(_EventRule):
+    """The classifier's own health per source, over closed windows of event time.
+
+    ``check: low_confidence`` fires when the share of posts scored below
+    ``low_confidence`` exceeds ``max_share``. ``check: label_drift`` fires when the
+    window's label mix drifts from the reference period just before it (``reference``
+    long): PSI above ``psi_threshold`` (``test: psi``), or a chi-square goodness-of-fit
+    p-value below ``p_value`` (``test: chi2``). Windows with fewer than ``min_posts``
+    posts (or a reference with fewer than ``min_reference_posts``) are no evidence.
+    """
+
+    kind: Literal["model_health"]
+    check: Literal["low_confidence", "label_drift"]
+    window: Window = "1h"
+    severity: Severity = "warning"
+    min_posts: int = Field(default=30, ge=1)
+    # low_confidence
+    low_confidence: float = Field(default=0.5, gt=0, le=1)
+    max_share: float = Field(default=0.3, gt=0, lt=1)
+    # label_drift
+    test: Literal["psi", "chi2"] = "psi"
+    psi_threshold: float = Field(default=0.25, gt=0)
+    p_value: float = Field(default=0.001, gt=0, lt=1)
+    reference: Duration = timedelta(days=1)
+    min_reference_posts: int = Field(default=100, ge=1)
+    # A window is judged once the source's event time passes its end by this much.
+    lateness: Duration = timedelta(minutes=5)
+    cooldown: Duration = timedelta(hours=6)
+    resolve_after: Duration = timedelta(hours=3)
+
+    def _fingerprint_fields(self) -> set[str]:
+        return {"kind", "check", "window", "sources"}
+
+
+WindowRule = SentimentDropRule | NegativeVolumeSpikeRule | VolumeSpikeRule
+Rule = Annotated[
+    SentimentDropRule | NegativeVolumeSpikeRule | VolumeSpikeRule | RiskEventRule | ModelHealthRule,
+    Field(discriminator="kind"),
+]
+RULE_KINDS = ("sentiment_drop", "negative_volume_spike", "volume_spike", "risk_event", "model_health")
 
 
 class RuleSet(BaseModel):
@@ -137,9 +266,27 @@ class RuleSet(BaseModel):
         return self
 
     @property
-    def enabled(self) -> tuple[SentimentDropRule | NegativeVolumeSpikeRule, ...]:
-        """The rules to evaluate."""
-        return tuple(rule for rule in self.rules if rule.enabled)
+    def enabled(self) -> tuple[WindowRule, ...]:
+        """The enabled window rules: those ``monitor.alerting.evaluate`` runs through a detector.
+
+        Risk-event and model-health rules are judged by their own passes
+        (``monitor.risk_events``, ``monitor.health``); see ``risk_events``/``model_health``.
+        """
+        return tuple(
+            rule
+            for rule in self.rules
+            if rule.enabled and not isinstance(rule, (RiskEventRule, ModelHealthRule))
+        )
+
+    @property
+    def risk_events(self) -> tuple[RiskEventRule, ...]:
+        """The enabled risk-event rules."""
+        return tuple(r for r in self.rules if r.enabled and isinstance(r, RiskEventRule))
+
+    @property
+    def model_health(self) -> tuple[ModelHealthRule, ...]:
+        """The enabled model-health rules."""
+        return tuple(r for r in self.rules if r.enabled and isinstance(r, ModelHealthRule))
 
     @property
     def windows(self) -> tuple[str, ...]:
@@ -178,9 +325,22 @@ class RuleSet(BaseModel):
         except ValidationError as exc:
             first = exc.errors()[0]
             where = _location(first["loc"])
-            raise ConfigError(f"{path.name}: {where}: {first['msg']}", field=where) from exc
+            rule = _rule_name(raw, first["loc"])
+            named = f" (rule {rule!r})" if rule else ""
+            raise ConfigError(f"{path.name}: {where}{named}: {first['msg']}", field=where) from exc
         logger.debug("loaded %d alert rules from %s", len(ruleset.rules), path)
         return ruleset
+
+
+def _rule_name(raw: dict[str, Any], loc: tuple[Any, ...]) -> str | None:
+    """The ``name`` of the rule an error location points into, when it has one."""
+    if len(loc) < 2 or loc[0] != "rules" or not isinstance(loc[1], int):
+        return None
+    rules = raw.get("rules")
+    if not isinstance(rules, list) or loc[1] >= len(rules) or not isinstance(rules[loc[1]], dict):
+        return None
+    name = rules[loc[1]].get("name")
+    return name if isinstance(name, str) else None
 
 
 def _location(loc: tuple[Any, ...]) -> str:

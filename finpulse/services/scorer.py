@@ -30,6 +30,7 @@ from finpulse.settings import Settings
 from finpulse.storage import Storage
 from finpulse.storage.registry import ModelRegistry
 from ingest.consumer import PolledBatch, PostConsumer
+from ingest.dedup import NearDuplicateIndex
 from ingest.producer import PostProducer
 from models import DEFAULT_MODEL_DIR
 from models.inference import SentimentEngine
@@ -169,6 +170,9 @@ class ScorerService:
         self.producer = producer or PostProducer(settings.kafka)
         self.reloader = reloader
         self.stats = ScorerStats()
+        # Near-duplicate clusters, in memory per process, warmed from the newest stored posts.
+        self.dedup = NearDuplicateIndex()
+        self.dedup.seed(storage.scores(limit=20_000))
         self._use(engine)
 
     def process(self, batch: PolledBatch) -> int:
@@ -189,6 +193,8 @@ class ScorerService:
                 ScoredPost.from_prediction(post, pred, model_version=self.engine.version, scored_at=now)
                 for post, pred in zip(posts, predictions)
             ]
+            clusters = self.dedup.assign_all(scored)
+            scored = [p.model_copy(update={"cluster_id": c}) for p, c in zip(scored, clusters)]
             started = time.perf_counter()
             new_rows = self.storage.save_scored(scored)
             self.metrics.db_write_latency.observe(time.perf_counter() - started)

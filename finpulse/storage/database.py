@@ -211,6 +211,7 @@ class Storage:
                     "tickers": list(post.tickers),
                     "lang": post.lang,
                     "stored_at": now,
+                    "cluster_id": post.cluster_id,
                 },
             )
             for ticker in post.tickers:
@@ -315,6 +316,7 @@ class Storage:
                 confidence=row["confidence"],
                 model_version=row["model_version"],
                 scored_at=row["scored_at"],
+                cluster_id=row["cluster_id"],
             )
             for row in rows
         ]

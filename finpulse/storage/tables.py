@@ -71,6 +71,9 @@ posts = sa.Table(
     sa.Column("tickers", sa.JSON, nullable=False),
     sa.Column("lang", sa.String(16)),
     sa.Column("stored_at", UTCDateTime, nullable=False),
+    # Near-duplicate cluster: the id of the first post of the same story (ingest/dedup.py);
+    # NULL = not clustered, counts as its own cluster.
+    sa.Column("cluster_id", sa.String(200), index=True),
 )
 
 # One row per (post, ticker): a post about several companies counts for each.

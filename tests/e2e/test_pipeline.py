@@ -71,6 +71,11 @@ def test_every_post_stored_once_malformed_in_dlq_and_burst_alerted(request, db, 
     assert all(p.model_version == engine.version for p in stored.values())
     assert all(-1.0 <= p.score <= 1.0 for p in stored.values())
     assert all("BA" in stored[p.id].tickers for p in burst), "entity extraction found Boeing"
+    # Near-duplicate clusters (ingest/dedup.py): every post has one; the burst cycles through
+    # a few texts, so its copies share clusters, each named by a post of the burst.
+    assert all(p.cluster_id for p in stored.values())
+    burst_clusters = {stored[p.id].cluster_id for p in burst}
+    assert len(burst_clusters) < len(burst) and burst_clusters <= {p.id for p in burst}
     negative = sum(stored[p.id].label == "negative" for p in burst)
     assert negative >= len(burst) * 0.75, "the bundled model reads the burst as bad news"
 

@@ -8,13 +8,21 @@ from pathlib import Path
 import pytest
 
 from finpulse.errors import ConfigError
-from monitor.rules import NegativeVolumeSpikeRule, RuleSet, SentimentDropRule, parse_duration
+from monitor.rules import (
+    NegativeVolumeSpikeRule,
+    RuleSet,
+    SentimentDropRule,
+    VolumeSpikeRule,
+    parse_duration,
+)
 
 
-def test_bundled_rules_load_with_both_kinds() -> None:
+def test_bundled_rules_load_with_every_kind() -> None:
     rules = RuleSet.load()
     kinds = {type(rule) for rule in rules.enabled}
-    assert kinds == {SentimentDropRule, NegativeVolumeSpikeRule}
+    assert kinds == {SentimentDropRule, NegativeVolumeSpikeRule, VolumeSpikeRule}
+    assert [r.name for r in rules.risk_events] == ["risk_event"]
+    assert {r.check for r in rules.model_health} == {"low_confidence", "label_drift"}
     drop = next(r for r in rules.rules if isinstance(r, SentimentDropRule))
     assert (drop.window, drop.z_threshold, drop.min_posts, drop.cooldown) == (
         "1h",
@@ -66,6 +74,43 @@ def test_a_minimal_rule_takes_the_defaults(tmp_path: Path) -> None:
             "rules",
             "duplicate",
         ),
+        ("rules:\n  - {name: v, kind: volume_spike, min_posts: 0}\n", "rules[0].min_posts", "greater than or equal to 1"),
+        ("rules:\n  - {name: r, kind: risk_event}\n", "rules[0].phrases", "Field required"),
+        ("rules:\n  - {name: r, kind: risk_event, phrases: []}\n", "rules[0].phrases", "at least 1"),
+        (
+            "rules:\n  - {name: r, kind: risk_event, phrases: [fraud, '  ']}\n",
+            "rules[0].phrases",
+            "phrase 1 is blank",
+        ),
+        (
+            "rules:\n  - {name: r, kind: risk_event, phrases: [fraud], labels: [bad]}\n",
+            "rules[0].labels[0]",
+            "negative",
+        ),
+        (
+            "rules:\n  - {name: r, kind: risk_event, phrases: [fraud], min_confidence: 2}\n",
+            "rules[0].min_confidence",
+            "less than or equal to 1",
+        ),
+        ("rules:\n  - {name: h, kind: model_health}\n", "rules[0].check", "Field required"),
+        (
+            "rules:\n  - {name: h, kind: model_health, check: drift}\n",
+            "rules[0].check",
+            "label_drift",
+        ),
+        (
+            "rules:\n  - {name: h, kind: model_health, check: label_drift, test: ks}\n",
+            "rules[0].test",
+            "psi",
+        ),
+        (
+            (
+                "rules:\n  - {name: ok, kind: sentiment_drop}\n"
+                "  - {name: health, kind: model_health, check: low_confidence, max_share: 1.5}\n"
+            ),
+            "rules[1].max_share",
+            "rule 'health'",
+        ),
     ],
 )
 def test_invalid_rules_name_the_field(tmp_path: Path, body: str, field: str, words: str) -> None:
@@ -105,3 +150,15 @@ def test_fingerprint_follows_what_the_baseline_depends_on() -> None:
         SentimentDropRule(name="a", kind="sentiment_drop", halflife=6).fingerprint()
         != rule.fingerprint()
     )
+
+
+def test_risk_event_phrases_are_cleaned_and_the_fingerprint_follows_them(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "rules:\n  - {name: r, kind: risk_event, phrases: [Fraud, '  Chapter   11 ', fraud]}\n"
+    )
+    (rule,) = RuleSet.load(path).risk_events
+    assert rule.phrases == ("fraud", "chapter 11")
+    assert rule.labels == ("negative",)
+    assert RuleSet.load(path).enabled == ()  # not a window rule: alerting.evaluate skips it
+    assert rule.model_copy(update={"phrases": ("fraud",)}).fingerprint() != rule.fingerprint()

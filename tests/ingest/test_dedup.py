@@ -1,0 +1,92 @@
+"""Near-duplicate clustering: copies of one story share a cluster, different stories do not."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from finpulse.schemas import Post
+from ingest.dedup import NearDuplicateIndex, normalize
+from tests.records import scored
+
+T0 = datetime(2024, 3, 4, tzinfo=timezone.utc)
+STORY = (
+    "Boeing shares fall after the FAA opens an investigation into the 737 MAX door plug "
+    "blowout on an Alaska Airlines flight"
+)
+
+
+def post(post_id: str, text: str, minutes: int = 0, tickers: tuple[str, ...] = ("BA",)) -> Post:
+    return Post(
+        id=post_id,
+        source="news",
+        text=text,
+        published_at=T0 + timedelta(minutes=minutes),
+        tickers=tickers,
+    )
+
+
+def test_normalize_drops_urls_retweet_prefix_mentions_and_punctuation() -> None:
+    assert normalize("RT @Reuters: Boeing FALLS, see https://t.co/x1 cc @desk #BA!") == (
+        "boeing falls see cc ba"
+    )
+
+
+def test_syndicated_copies_retweets_and_small_edits_join_the_first_posts_cluster() -> None:
+    index = NearDuplicateIndex()
+    posts = [
+        post("orig", f"{STORY} https://reut.rs/abc123"),
+        post("syndicated", f"{STORY} https://finance.yahoo.com/news/boeing-faa-987", 3),
+        post("retweet", f"RT @Reuters: {STORY} https://t.co/Zx81", 4),
+        post("edited", STORY.replace("the FAA opens", "FAA opened") + " - Reuters", 9),
+    ]
+    assert index.assign_all(posts) == ["orig"] * 4
+
+
+def test_different_stories_get_their_own_clusters() -> None:
+    index = NearDuplicateIndex()
+    posts = [
+        post("a", STORY),
+        post("b", "Boeing deliveries halved in the first eleven months of the year as MAX stays grounded"),
+        post("c", "Boeing names a new chief executive after board ousts Muilenburg", 5),
+        post("d", "Airbus wins a record order for A321neo jets from IndiGo", 6, ("EADSY",)),
+    ]
+    assert index.assign_all(posts) == ["a", "b", "c", "d"]
+
+
+def test_templated_headlines_about_different_companies_are_not_copies() -> None:
+    index = NearDuplicateIndex()
+    one = post("one", "Acme Corp downgraded to hold from buy at Stifel Nicolaus", 0, ("ACME",))
+    two = post("two", "Acme Corp downgraded to hold from buy at Stifel Nicolaus", 1, ("ACME",))
+    other = post("other", "Acme Corp downgraded to hold from buy at Stifel Nicolaus", 2, ("BETA",))
+    assert index.assign_all([one, two, other]) == ["one", "one", "other"]
+
+
+def test_a_redelivered_post_keeps_its_cluster_and_the_index_forgets_old_posts() -> None:
+    index = NearDuplicateIndex(horizon=timedelta(hours=1))
+    assert index.assign("a", STORY, T0) == "a"
+    assert index.assign("b", STORY, T0 + timedelta(minutes=30)) == "a"
+    assert index.assign("b", "anything else entirely", T0) == "a"  # redelivery: same answer
+    # Two hours later "a" and "b" have left the index: the story starts a new cluster.
+    assert index.assign("c", STORY, T0 + timedelta(hours=2)) == "c"
+    assert len(index) == 1
+
+
+def test_seed_restores_the_stored_clusters() -> None:
+    index = NearDuplicateIndex()
+    stored = [
+        scored("x", timedelta(0), ("BA",), text=STORY).model_copy(update={"cluster_id": "x"}),
+        scored("y", timedelta(minutes=1), ("BA",), text=f"RT @a: {STORY}").model_copy(
+            update={"cluster_id": "x"}
+        ),
+    ]
+    assert index.seed(stored) == 2
+    assert index.assign_all([post("z", f"{STORY} https://t.co/new", 5)]) == ["x"]
+
+
+def test_bad_parameters_are_refused() -> None:
+    with pytest.raises(ValueError, match="threshold"):
+        NearDuplicateIndex(threshold=1.5)
+    with pytest.raises(ValueError, match="max_posts"):
+        NearDuplicateIndex(max_posts=0)
