@@ -103,7 +103,7 @@ def build() -> db.Dashboard:
                red_above=100), 4, 4)
     add(table.Panel().title("Model version served").datasource(PROMETHEUS)
         .description("One row per model version the scorers serve (more than one during a rollout).")
-        .with_target(q("count by (version, base, method) (finpulse_scorer_model_info)", instant=True)
+        .with_target(q('count by (version, base, method) (finpulse_scorer_model_info{version!=""})', instant=True)
                      .format("table")), 24, 4)
 
     row("Throughput and lag")
@@ -114,7 +114,7 @@ def build() -> db.Dashboard:
         q(f"sum(rate(finpulse_monitor_scores_stored_total{RATE}))", "new rows stored", "B"),
     ], "ops", "Scored counts redeliveries again; stored counts new rows only."), 8, 8)
     add(series("Consumer lag by scorer", [
-        q("sum by (instance) (finpulse_scorer_consumer_lag_messages)", "{{instance}}")], "short"), 8, 8)
+        q('sum by (instance) (finpulse_scorer_consumer_lag_messages{job="finpulse-scorer"})', "{{instance}}")], "short"), 8, 8)
     add(series("Dead-letter rate by reason", [
         q(f"sum by (reason) (rate(finpulse_ingest_messages_invalid_total{RATE}))", "{{reason}}")], "ops",
         "Messages refused to finpulse.dlq; see docs/runbooks.md#dlq-rate-high."), 8, 8)

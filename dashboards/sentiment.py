@@ -69,8 +69,8 @@ def build() -> db.Dashboard:
     window = (
         db.CustomVariable("window")
         .label("Window")
-        .description("Aggregate window size")
-        .values("1m,5m,1h,1d")
+        .description("Aggregate window size (the monitor writes 1m, 5m and 1h)")
+        .values("1m,5m,1h")
         .current(VariableOption(selected=True, text="1h", value="1h"))
     )
     sentiment = _series(
