@@ -27,6 +27,8 @@ COMMANDS = (
     "bench",
     "registry",
     "db",
+    "dashboards",
+    "report",
 )
 
 
