@@ -16,7 +16,12 @@ from urllib.parse import urlparse
 
 import niquests
 from grafana_client import GrafanaApi
-from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaUnauthorizedError
+from grafana_client.client import (
+    GrafanaClientError,
+    GrafanaException,
+    GrafanaServerError,
+    GrafanaUnauthorizedError,
+)
 
 from dashboards.build import render
 from dashboards.common import DATASOURCES
@@ -55,6 +60,7 @@ def push(url: str, token: str, *, timeout_s: float = 10.0) -> tuple[list[Pushed]
         raise ConfigError(f"--url must be an http(s) URL such as http://localhost:3000, got {url!r}", field="url")
     api = GrafanaApi.from_url(url, credential=token, timeout=timeout_s)
     try:
+        _check_is_grafana(api, url)
         _ensure_folder(api)
         missing = [uid for uid in DATASOURCES if not _datasource_exists(api, uid)]
         pushed = []
@@ -71,11 +77,19 @@ def push(url: str, token: str, *, timeout_s: float = 10.0) -> tuple[list[Pushed]
         if exc.status_code == 403:
             raise ConfigError(f"Grafana at {url} refused the token (403): it needs the Editor role",
                               field="token") from exc
-        if exc.status_code == 404:
-            raise ConfigError(f"{url} does not look like Grafana (no /api there)", field="url") from exc
         raise ConfigError(f"Grafana at {url} refused the request: {exc.message}", field="url") from exc
     except (GrafanaException, niquests.exceptions.RequestException, ValueError) as exc:
         raise ConfigError(f"cannot reach Grafana at {url}: {_why(exc)}", field="url") from exc
+
+
+def _check_is_grafana(api: GrafanaApi, url: str) -> None:
+    """Grafana answers /api/health without a token, with JSON naming its database state."""
+    try:
+        health = api.client.GET("/health")
+    except (GrafanaClientError, GrafanaServerError, ValueError) as exc:
+        raise ConfigError(f"{url} does not look like Grafana (no /api/health there)", field="url") from exc
+    if not isinstance(health, dict) or "database" not in health:
+        raise ConfigError(f"{url} does not look like Grafana (no /api/health there)", field="url")
 
 
 def _ensure_folder(api: GrafanaApi) -> None:
