@@ -8,17 +8,17 @@ runs every query against a database the real services filled.
 
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import stat, table, timeseries
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models.dashboard import (
     DashboardCursorSync,
     DashboardLink,
+    DynamicConfigValue,
     FieldColorModeId,
     Threshold,
     ThresholdsMode,
-    DynamicConfigValue,
     VariableOption,
     VariableRefresh,
     VariableSort,

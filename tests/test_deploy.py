@@ -172,7 +172,7 @@ def test_grafana_is_provisioned_from_the_repository():
 
 def test_image_contains_every_package_and_defaults_to_cpu_torch():
     dockerfile = (ROOT / "Dockerfile").read_text()
-    copied = set(re.findall(r"^COPY (\w+) ", dockerfile, flags=re.M))
+    copied = set(re.findall(r"^COPY (\w+) ", dockerfile, flags=re.MULTILINE))
     pyproject = (ROOT / "pyproject.toml").read_text()
     packages = re.search(r'include = \[(.*?)\]', pyproject).group(1)
     wanted = {p.strip(' "*') for p in packages.split(",")}

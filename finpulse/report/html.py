@@ -306,8 +306,8 @@ def render_html(data: ReportData) -> str:
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
         f"<title>finpulse report, {esc(period)}</title>", ERROR_HOOK, f"<style>{CSS}</style>",
         f"<script>{get_plotlyjs()}</script></head><body>",
-        f"<header><h1>finpulse market sentiment report</h1><p>{esc(period)} (event time) &middot; "
-        f"generated {_fmt_time(data.generated_at)} UTC</p></header><main>",
+        (f"<header><h1>finpulse market sentiment report</h1><p>{esc(period)} (event time) &middot; "
+         f"generated {_fmt_time(data.generated_at)} UTC</p></header><main>"),
     ]
     if data.range.note:
         parts.append(f'<div class="note">Note: {esc(data.range.note)}.</div>')

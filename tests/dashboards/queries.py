@@ -38,8 +38,7 @@ def metric_names(expr: str) -> set[str]:
     names = set()
     for name in METRIC.findall(expr):
         for suffix in HISTOGRAM_SUFFIXES:
-            if name.endswith(suffix):
-                name = name[: -len(suffix)]
+            name = name.removesuffix(suffix)
         names.add(name)
     return names
 

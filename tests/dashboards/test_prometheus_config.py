@@ -55,7 +55,7 @@ def test_every_alert_has_a_unit_test_and_a_runbook():
         if case.get("exp_alerts")
     }
     runbooks = (ROOT / "docs" / "runbooks.md").read_text()
-    anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in re.findall(r"^## (.+)$", runbooks, re.M)}
+    anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in re.findall(r"^## (.+)$", runbooks, re.MULTILINE)}
     for rule in rules:
         assert rule["alert"] in tested, f"{rule['alert']} has no promtool test that fires it"
         url = rule["annotations"]["runbook_url"]

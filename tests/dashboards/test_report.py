@@ -84,7 +84,7 @@ def test_report_command_writes_a_self_contained_page(storage, database_url, tmp_
     monkeypatch.setenv("FINPULSE_DATABASE_URL", database_url)
     assert main(["report", "--since", "7d", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert re.search(r"^3 tickers, 304 posts, [12] alerts", printed, re.M), printed
+    assert re.search(r"^3 tickers, 304 posts, [12] alerts", printed, re.MULTILINE), printed
     assert str(out.resolve()) in printed
     page = out.read_text()
     # Nothing is fetched at view time: no external scripts, styles, images or fonts.

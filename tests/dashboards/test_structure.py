@@ -11,7 +11,13 @@ import yaml
 from dashboards import build
 from dashboards.common import DATASOURCES
 from tests.dashboards.pending import NOT_YET_MERGED
-from tests.dashboards.queries import dashboards, exported_metrics, metric_names, panels, targets
+from tests.dashboards.queries import (
+    dashboards,
+    exported_metrics,
+    metric_names,
+    panels,
+    targets,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PROVISIONING = ROOT / "dashboards" / "provisioning"
@@ -92,7 +98,7 @@ def test_dashboard_provider_points_at_the_generated_json():
 
 def documented_metrics() -> set[str]:
     text = (ROOT / "docs" / "metrics.md").read_text()
-    return set(re.findall(r"^\| `(finpulse_[a-z0-9_]+)`", text, flags=re.M))
+    return set(re.findall(r"^\| `(finpulse_[a-z0-9_]+)`", text, flags=re.MULTILINE))
 
 
 def pipeline_metrics() -> set[str]:
