@@ -41,5 +41,6 @@ def test_demo_runs_end_to_end_and_catches_the_boeing_burst(tmp_path):
 
     report = re.search(r"^\s+report\s+(\S+\.html) \(open it in a browser\)$", summary, flags=re.M)
     assert report, summary
-    page = open(report.group(1), encoding="utf-8").read()
+    with open(report.group(1), encoding="utf-8") as file:
+        page = file.read()
     assert "finpulse market sentiment report" in page and "BA" in page
