@@ -28,6 +28,8 @@ COMMANDS = (
     "registry",
     "db",
     "backtest",  # the `alerts` group with `alerts backtest`
+    "dashboards",
+    "report",
 )
 
 

@@ -48,6 +48,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         url = f"sqlite:///{DEMO_DATABASE}"
     settings = settings.model_copy(update={"database_url": url})
     result = run_demo(settings, stream=args.stream, rate=args.rate,
-                      progress=not args.no_progress and sys.stderr.isatty())
+                      progress=not args.no_progress and sys.stderr.isatty(),
+                      report=DEMO_DATABASE.parent / "demo-report.html")
     print(result.summary())
     return 0

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from finpulse.metrics import Metrics
+from finpulse.report import load_report_data, resolve_range, write_report
 from finpulse.schemas import Alert
 from finpulse.services.metrics import serve_metrics
 from finpulse.services.monitor import MonitorService
@@ -68,6 +69,7 @@ class DemoResult:
     aggregates: int
     alerts: list[Alert] = field(default_factory=list)
     wall_s: float = 0.0
+    report: Path | None = None
 
     def summary(self) -> str:
         s = self.stats
@@ -93,6 +95,7 @@ class DemoResult:
             f"  broker           {self.bootstrap_servers}, {broker}",
             f"  metrics          {self.metrics_url or 'disabled'} (served while the demo ran)",
             f"  database         {self.database_url}",
+            *([f"  report           {self.report.resolve()} (open it in a browser)"] if self.report else []),
             f"  wall time        {self.wall_s:.1f} s",
             "",
             "Query what was stored:",
@@ -113,6 +116,7 @@ def run_demo(
     stream: Path | None = None,
     rate: float | None = None,
     progress: bool = True,
+    report: Path | None = None,
 ) -> DemoResult:
     """Run the demo end to end; see the module docstring.
 
@@ -122,6 +126,7 @@ def run_demo(
         stream: a JSONL/CSV file of posts; None: the bundled sample stream.
         rate: publish at most this many posts per second (None: as fast as possible).
         progress: show a progress bar on stderr.
+        report: write the HTML report (``finpulse report``) of what was stored here.
     """
     started = time.perf_counter()
     stream = stream or bundled_stream()
@@ -175,6 +180,9 @@ def run_demo(
 
         monitor = MonitorService(storage, RuleSet.load(settings.alerts.rules_file), metrics)
         result = monitor.run_once()
+        if report is not None:
+            when = resolve_range(storage, "7d")
+            write_report(load_report_data(storage, when, model_dir=DEFAULT_MODEL_DIR), report)
     return DemoResult(
         stats=stats,
         published=total,
@@ -186,6 +194,7 @@ def run_demo(
         aggregates=result.aggregates,
         alerts=result.fired,
         wall_s=time.perf_counter() - started,
+        report=report,
     )
 
 

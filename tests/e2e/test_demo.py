@@ -38,3 +38,9 @@ def test_demo_runs_end_to_end_and_catches_the_boeing_burst(tmp_path):
     )
     assert query.returncode == 0, query.stderr
     assert '"BA"' in query.stdout
+
+    report = re.search(r"^\s+report\s+(\S+\.html) \(open it in a browser\)$", summary, flags=re.M)
+    assert report, summary
+    with open(report.group(1), encoding="utf-8") as file:
+        page = file.read()
+    assert "finpulse market sentiment report" in page and "BA" in page
