@@ -7,13 +7,15 @@ stored together or not at all. The notifier then, in its own transactions:
 1. ``dispatch``: turns each new event into one ``deliveries`` row per matching active
    subscription (idempotent: one row per event and subscription, whose id is derived from
    both and is the id receivers deduplicate on) and marks the event dispatched;
-2. ``claim_due``: takes due deliveries, each under a lease (``next_attempt_at`` moves
+2. ``claim_due``: takes due deliveries (one alert's events to one subscriber in order),
+   each under a lease (``next_attempt_at`` moves
    to the end of the lease and ``attempts`` counts up), so several notifiers never send
    the same delivery at once, and a notifier that dies mid-send leaves a delivery that
    comes due again when its lease lapses;
 3. ``mark_delivered`` / ``mark_retry`` / ``mark_dead`` record the outcome.
 
-An acknowledged alert that is still firing gets no deliveries for its ``updated`` events.
+An acknowledged alert gets no deliveries for its ``updated`` events (those recorded before
+the acknowledgement but not yet dispatched included); ``fired`` and ``resolved`` always go.
 """
 
 from __future__ import annotations
@@ -157,9 +159,7 @@ def dispatch(storage: Storage, limit: int = 200) -> int:
             acked = set(
                 conn.execute(
                     sa.select(t.alerts.c.id).where(
-                        t.alerts.c.id.in_(updated),
-                        t.alerts.c.acked_at.is_not(None),
-                        t.alerts.c.state == "firing",
+                        t.alerts.c.id.in_(updated), t.alerts.c.acked_at.is_not(None)
                     )
                 ).scalars()
             )
@@ -234,13 +234,22 @@ def claim_due(storage: Storage, limit: int, lease: timedelta) -> list[Delivery]:
     d, s, o = t.deliveries, t.subscriptions, t.outbox
     now = utcnow()
     claimed: list[Delivery] = []
+    # Events of one alert reach one subscriber in order: a delivery waits while an earlier
+    # one of the same alert to the same subscription is still pending (or in flight).
+    earlier = d.alias("earlier")
+    in_order = ~sa.exists().where(
+        earlier.c.subscription_id == d.c.subscription_id,
+        earlier.c.alert_id == d.c.alert_id,
+        earlier.c.status == "pending",
+        earlier.c.event_id < d.c.event_id,
+    )
     with storage.begin() as conn:
         rows = conn.execute(
             sa.select(d, s.c.target, s.c.secret, s.c.name, s.c.active, s.c.deleted_at, o.c.payload)
             .join(s, s.c.id == d.c.subscription_id)
             .join(o, o.c.id == d.c.event_id)
             .where(d.c.status == "pending", d.c.next_attempt_at <= now)
-            .where(sa.or_(s.c.active.is_(True), s.c.deleted_at.is_not(None)))
+            .where(sa.or_(s.c.active.is_(True), s.c.deleted_at.is_not(None)), in_order)
             .order_by(d.c.next_attempt_at, d.c.id)
             .limit(limit)
         ).mappings().all()
