@@ -102,6 +102,8 @@ class SmtpSettings(Section):
     username: str | None = None
     password: SecretStr | None = None
     starttls: bool = False
+    # CA bundle to verify the server's certificate with (STARTTLS); None: the system's.
+    ca_file: Path | None = None
     timeout_s: float = Field(default=10.0, gt=0)
 
 

@@ -47,7 +47,8 @@ class EmailChannel:
         try:
             with smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout_s) as client:
                 if cfg.starttls:
-                    client.starttls(context=ssl.create_default_context())
+                    cafile = str(cfg.ca_file) if cfg.ca_file else None
+                    client.starttls(context=ssl.create_default_context(cafile=cafile))
                 if cfg.username:
                     password = cfg.password.get_secret_value() if cfg.password else ""
                     client.login(cfg.username, password)
