@@ -27,6 +27,14 @@ COMMANDS = (
     "bench",
     "registry",
     "db",
+    "api",
+    "notifier",
+    "keys",
+    "subscriptions",
+    "deliveries",
+    "feedback",
+    "query",
+    "alerts",
 )
 
 
