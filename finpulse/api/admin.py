@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 
 from finpulse.api import models as m
 from finpulse.api.auth import require
-from finpulse.api.routes import CursorQ, paged, storage_of
+from finpulse.api.routes import CursorQ, invalid, paged, storage_of
 from finpulse.settings import ApiSettings
 from finpulse.storage.keys import ApiKey, create_key, list_keys, revoke_key
 from finpulse.storage.subscriptions import (
@@ -42,7 +42,7 @@ def build_admin_router(cfg: ApiSettings) -> APIRouter:
         try:
             return create_subscription(storage_of(request), **body.model_dump())
         except ValueError as exc:
-            raise HTTPException(422, str(exc)) from exc
+            raise invalid("body", str(exc).split(":")[0], str(exc)) from exc
 
     @router.delete("/subscriptions/{subscription_id}", status_code=204, tags=["subscriptions"],
                    responses={404: {"description": "no such subscription"}})

@@ -37,6 +37,11 @@ CursorQ = Annotated[str | None, Query(max_length=1000, description="next_cursor 
 TextQ = Annotated[str | None, Query(min_length=1, max_length=200), AfterValidator(clean_text)]
 
 
+def invalid(where: str, name: str, message: str) -> HTTPException:
+    """A 422 in FastAPI's validation-error shape, naming the parameter."""
+    return HTTPException(422, [{"loc": [where, name], "msg": message, "type": "value_error"}])
+
+
 def time_param(value: str | None, name: str) -> datetime | None:
     """Parse a time query parameter; a 422 naming it when it does not parse."""
     if value is None:
@@ -44,9 +49,7 @@ def time_param(value: str | None, name: str) -> datetime | None:
     try:
         return parse_time(value, name)
     except ValueError as exc:
-        raise HTTPException(
-            422, [{"loc": ["query", name], "msg": str(exc), "type": "value_error"}]
-        ) from exc
+        raise invalid("query", name, str(exc)) from exc
 
 
 def paged(call: Callable[[], T]) -> T:
