@@ -2,12 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
 
 from finpulse.errors import ConfigError
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, shutting down gracefully on SIGTERM/SIGINT and then exiting 0.
+
+    uvicorn re-raises the captured signal after its graceful shutdown (so the process
+    dies of it); finpulse services exit 0 after a requested stop (DESIGN.md), so the
+    signal is only recorded here.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        signals = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
 
 class ApiServer:
@@ -23,7 +48,7 @@ class ApiServer:
     def __init__(self, app: Any, host: str, port: int, log_level: str = "warning") -> None:
         config = uvicorn.Config(app, host=host, port=port, log_level=log_level.lower(),
                                 access_log=False, lifespan="off")
-        self.server = uvicorn.Server(config)
+        self.server = _Server(config)
         self.host = host
         self._thread: threading.Thread | None = None
 
