@@ -19,8 +19,7 @@ from finpulse.api import models as m
 from finpulse.api.auth import require
 from finpulse.api.params import NAME_PATTERN, TICKER_PATTERN, clean_text, parse_time
 from finpulse.settings import ApiSettings
-from finpulse.storage import Storage
-from finpulse.storage import history
+from finpulse.storage import Storage, history
 from finpulse.storage.feedback import UnknownPost, add_feedback
 from finpulse.storage.keys import ApiKey
 

@@ -28,15 +28,15 @@ from finpulse.metrics import Metrics
 from finpulse.schemas import Alert
 from finpulse.services.metrics import serve_metrics
 from finpulse.services.monitor import MonitorService
+from finpulse.services.notifier import build_notifier
 from finpulse.services.scorer import (
     ScorerService,
     ScorerStats,
     load_engine,
     register_model,
 )
-from finpulse.settings import KafkaSettings, Settings
-from finpulse.services.notifier import build_notifier
 from finpulse.services.webhook_receiver import Received, WebhookReceiver
+from finpulse.settings import KafkaSettings, Settings
 from finpulse.storage import Storage
 from finpulse.storage.keys import create_key
 from finpulse.storage.outbox import pending_count

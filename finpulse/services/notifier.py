@@ -51,7 +51,11 @@ def build_notifier(
     if settings.kafka.bootstrap_servers:
         from ingest.producer import PostProducer
 
-        producer = stack.enter_context(PostProducer(settings.kafka))
+        # A publish may block at most the delivery time-out (a missing topic, a full
+        # buffer), so a send never outlives its claim.
+        producer = stack.enter_context(
+            PostProducer(settings.kafka, max_block_ms=int(cfg.timeout_s * 1000))
+        )
         channels["kafka"] = KafkaChannel(producer, cfg.timeout_s)
     else:
         logger.warning("no broker configured: deliveries to Kafka subscriptions will fail")

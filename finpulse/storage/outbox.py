@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -222,8 +223,16 @@ class Delivery:
         }
 
 
-def claim_due(storage: Storage, limit: int, lease: timedelta) -> list[Delivery]:
+def claim_due(
+    storage: Storage, limit: int, lease: timedelta, exclude: Collection[str] = ()
+) -> list[Delivery]:
     """Claim up to ``limit`` due deliveries for ``lease``; see the module docstring.
+
+    Args:
+        storage: the database.
+        limit: the most deliveries to claim.
+        lease: how long each claim holds before another notifier may take the delivery.
+        exclude: ids this notifier is still sending (their lease may have lapsed).
 
     Deliveries of removed subscriptions are marked dead instead (never silently dropped);
     those of paused (inactive) subscriptions wait.
@@ -251,9 +260,11 @@ def claim_due(storage: Storage, limit: int, lease: timedelta) -> list[Delivery]:
             .where(d.c.status == "pending", d.c.next_attempt_at <= now)
             .where(sa.or_(s.c.active.is_(True), s.c.deleted_at.is_not(None)), in_order)
             .order_by(d.c.next_attempt_at, d.c.id)
-            .limit(limit)
+            .limit(limit + len(exclude))
         ).mappings().all()
         for row in rows:
+            if row["id"] in exclude or len(claimed) >= limit:
+                continue
             if row["deleted_at"] is not None:
                 conn.execute(
                     sa.update(d)

@@ -28,8 +28,7 @@ from datetime import timedelta
 from finpulse.errors import AlertDeliveryError
 from finpulse.metrics import Metrics
 from finpulse.services.policy import Backoff, classify
-from finpulse.storage import Storage, utcnow
-from finpulse.storage import outbox
+from finpulse.storage import Storage, outbox, utcnow
 from finpulse.storage.outbox import Delivery
 from monitor.notifiers.base import Channel
 
@@ -155,7 +154,8 @@ class Notifier:
         room = self.policy.workers - len(self._in_flight)
         started = 0
         if room > 0:
-            for delivery in outbox.claim_due(self.storage, room, self.policy.lease):
+            busy = {d.id for d in self._in_flight.values()}
+            for delivery in outbox.claim_due(self.storage, room, self.policy.lease, busy):
                 self._in_flight[self._pool.submit(self._run_delivery, delivery)] = delivery
                 started += 1
         if self.metrics is not None:
