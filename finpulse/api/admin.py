@@ -64,10 +64,11 @@ def build_admin_router(cfg: ApiSettings) -> APIRouter:
         return paged(lambda: list_deliveries(storage_of(request), status=status, limit=limit,
                                              cursor=cursor))
 
-    @router.get("/keys", response_model=list[m.KeyOut], tags=["keys"])
-    def keys(request: Request, key: ApiKey = admin) -> Any:
-        """Every API key (never the key itself)."""
-        return list_keys(storage_of(request))
+    @router.get("/keys", response_model=m.KeyPage, tags=["keys"])
+    def keys(request: Request, limit: LimitQ = default, cursor: CursorQ = None,
+             key: ApiKey = admin) -> Any:
+        """API keys, oldest first (never the key itself)."""
+        return paged(lambda: list_keys(storage_of(request), limit=limit, cursor=cursor))
 
     @router.post("/keys", response_model=m.KeyCreated, status_code=201, tags=["keys"])
     def new_key(body: m.KeyIn, request: Request, key: ApiKey = admin) -> Any:

@@ -155,6 +155,11 @@ class DeliveryPage(_Out):
     next_cursor: str | None
 
 
+class KeyPage(_Out):
+    items: list[KeyOut]
+    next_cursor: str | None
+
+
 class AckIn(_In):
     comment: Annotated[Text, Field(max_length=2000)] | None = None
 

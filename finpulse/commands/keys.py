@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     create.add_argument("--name", metavar="N")
     create.set_defaults(func=run_create)
     lst = actions.add_parser("list", help="every key (never the key itself)")
-    add_format(lst)
+    add_format(lst, paged=True)
     lst.set_defaults(func=run_list)
     revoke = actions.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id", metavar="ID")
@@ -48,10 +48,12 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
 
     storage = open_storage(settings)
     try:
-        keys = list_keys(storage)
+        page = list_keys(storage, limit=args.limit, cursor=args.cursor)
+    except ValueError as exc:
+        raise ConfigError(f"cursor: {exc}", field="cursor") from exc
     finally:
         storage.dispose()
-    emit(args, keys, ["id", "name", "role", "created_at", "revoked_at"])
+    emit(args, page.items, ["id", "name", "role", "created_at", "revoked_at"], page.next_cursor)
     return 0
 
 

@@ -11,12 +11,14 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
 
 from finpulse.storage import tables as t
 from finpulse.storage.database import Storage, utcnow
+from finpulse.storage.pages import Page, after, decode_cursor, paginate
 
 Role = Literal["reader", "analyst", "admin"]
 ROLES: tuple[str, ...] = ("reader", "analyst", "admin")
@@ -77,16 +79,25 @@ def authenticate(storage: Storage, text: str) -> ApiKey | None:
     return ApiKey(id=row["id"], name=row["name"], role=row["role"])
 
 
-def list_keys(storage: Storage) -> list[dict[str, Any]]:
-    """Every key (without secrets), oldest first."""
+def list_keys(
+    storage: Storage, *, limit: int = 100, cursor: str | None = None
+) -> Page[dict[str, Any]]:
+    """Keys (without secrets), oldest first.
+
+    Raises:
+        ValueError: the cursor is not one this list produced.
+    """
     k = t.api_keys
+    query = sa.select(k.c.id, k.c.name, k.c.role, k.c.created_at, k.c.revoked_at)
+    if cursor is not None:
+        query = query.where(
+            after([k.c.created_at, k.c.id], decode_cursor(cursor, [datetime, str]), False)
+        )
+    query = query.order_by(k.c.created_at, k.c.id).limit(limit + 1)
     with storage.begin() as conn:
-        rows = conn.execute(
-            sa.select(k.c.id, k.c.name, k.c.role, k.c.created_at, k.c.revoked_at).order_by(
-                k.c.created_at, k.c.id
-            )
-        ).mappings().all()
-    return [dict(row) for row in rows]
+        rows = conn.execute(query).mappings().all()
+    kept, next_cursor = paginate(rows, limit, lambda r: (r["created_at"], r["id"]))
+    return Page([dict(row) for row in kept], next_cursor)
 
 
 def revoke_key(storage: Storage, ident: str) -> bool:

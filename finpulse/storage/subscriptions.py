@@ -1,7 +1,7 @@
 """Subscriptions: who receives which alert events, on which channel.
 
 A subscription's filters (tickers, rules, sources) are lists; an empty list matches
-everything. Webhook and Slack subscriptions get a random secret when none is given:
+everything. Webhook subscriptions get a random secret when none is given:
 the notifier signs each webhook body with it (``X-Finpulse-Signature``). Removing a
 subscription keeps its row (its deliveries stay readable) and stops it matching.
 """
@@ -74,7 +74,7 @@ def create_subscription(
         raise ValueError("target: must be an http:// or https:// URL")
     if channel == "email" and "@" not in target:
         raise ValueError("target: must be an e-mail address")
-    if channel in ("webhook", "slack") and secret is None:
+    if channel == "webhook" and secret is None:
         secret = secrets.token_urlsafe(32)
     ident = secrets.token_hex(8)
     row = {

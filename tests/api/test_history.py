@@ -105,6 +105,14 @@ def test_ack_feedback_and_subscriptions(api: Api) -> None:
     assert bad.status_code == 422 and "target" in bad.text
 
 
+def test_keys_are_listed_in_pages_without_secrets(api: Api) -> None:
+    keys = _all_pages(api, "/v1/keys", {"limit": 2}, role="admin")
+    names = [k["name"] for k in keys]
+    assert {"reader-key", "analyst-key", "admin-key", "old-key"} <= set(names)
+    assert len(names) == len(set(k["id"] for k in keys))
+    assert not any(secret in str(keys) for secret in api.keys.values())
+
+
 def test_request_metrics_use_route_templates(api: Api) -> None:
     api.client.get("/v1/tickers/BETA/sentiment", headers=api.headers("reader"))
     value = api.registry.get_sample_value(

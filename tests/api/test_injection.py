@@ -27,6 +27,7 @@ GETS = [
     ("/v1/posts", "until"), ("/v1/posts", "cursor"), ("/v1/alerts", "ticker"),
     ("/v1/alerts", "rule"), ("/v1/alerts", "since"), ("/v1/alerts", "cursor"),
     ("/v1/deliveries", "status"), ("/v1/deliveries", "cursor"), ("/v1/subscriptions", "cursor"),
+    ("/v1/keys", "cursor"),
     ("/v1/tickers/ACME/sentiment", "since"), ("/v1/tickers/ACME/sentiment", "window"),
 ]
 

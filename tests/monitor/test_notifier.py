@@ -184,3 +184,23 @@ def test_paused_and_removed_subscriptions(storage: Storage) -> None:
     dead = list_deliveries(storage, status="dead").items
     assert [d["last_error"] for d in dead] == ["subscription removed"]
     assert statuses(storage) == ["dead"]
+
+
+def test_slack_gets_a_text_and_blocks_message(storage: Storage) -> None:
+    from monitor.notifiers.webhook import SlackChannel
+
+    with Receiver() as slack:
+        create_subscription(storage, channel="slack", target=slack.url)
+        ident = insert_alert(storage)
+        notifier = Notifier(storage, {"slack": SlackChannel(10)}, FAST)
+        try:
+            settle(notifier, storage, lambda: not pending_count(storage))
+        finally:
+            notifier.close()
+        (message,) = slack.bodies
+    assert message["text"] == "[critical] ACME negative_volume_spike fired (1h)"
+    header, section = message["blocks"]
+    assert header["type"] == "header" and section["text"]["type"] == "mrkdwn"
+    assert "value 5.0 against threshold 3.0" in section["text"]["text"]
+    assert ident in section["text"]["text"]
+    assert slack.delivery_ids and "X-Finpulse-Signature" not in slack.requests[0][0]
