@@ -24,7 +24,7 @@ from finpulse.storage import Storage
 from finpulse.storage.keys import create_key, revoke_key
 from finpulse.storage.subscriptions import create_subscription
 from tests.conftest import POSTGRES_ADMIN_URL
-from tests.monitor.test_alerting import burst, calm, run
+from tests.monitor.receivers import burst, calm, run
 
 
 @dataclass

@@ -1,5 +1,8 @@
 """Real receivers for the notifier tests: an HTTP server in a thread, alerts to deliver.
 
+Also a stored history with alerts (``calm``, ``burst``, ``run``, the shape the alerting tests
+use) for the notifier and API tests.
+
 ``Receiver`` answers each POST according to its ``plan`` (status codes, in order; then
 ``default``), or holds the request while ``hold`` is set (a subscriber that hangs).
 It records every request (headers, body) and the distinct delivery ids, as a real
@@ -11,15 +14,17 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import sqlalchemy as sa
 
+from finpulse.schemas import Alert, ScoredPost
 from finpulse.storage import Storage, tables, utcnow
 from finpulse.storage.outbox import record_alert_event
+from tests.records import scored
 
 DEADLINE_S = 30.0
 
@@ -126,3 +131,39 @@ def change_alert(storage: Storage, ident: str, kind: str) -> None:
     with storage.begin() as conn:
         conn.execute(sa.update(tables.alerts).where(tables.alerts.c.id == ident).values(**values))
         record_alert_event(conn, ident, kind)  # type: ignore[arg-type]
+
+
+# ---- a stored history with alerts (the same shape as tests/monitor/test_alerting.py's) ----
+
+H = timedelta(hours=1)
+M = timedelta(minutes=1)
+CALM = (0.3, 0.1, -0.1, 0.2, -0.5, 0.0)
+
+
+def calm(ticker: str, hours: Iterable[int]) -> list[ScoredPost]:
+    """Six posts an hour, one of them negative: mean about 0."""
+    return [
+        scored(f"{ticker}-{h}-{i}", h * H + (5 + 9 * i) * M, (ticker,), s)
+        for h in hours
+        for i, s in enumerate(CALM)
+    ]
+
+
+def burst(ticker: str, hour: int, n: int = 12, score: float = -0.8) -> list[ScoredPost]:
+    """``n`` strongly negative posts in one hour ("<ticker> fraud probe <i>")."""
+    return [
+        scored(f"{ticker}-bad-{hour}-{i}", hour * H + (2 + 56 * i // n) * M, (ticker,),
+               score - 0.01 * i, text=f"{ticker} fraud probe {i}")
+        for i in range(n)
+    ]
+
+
+def run(storage: Storage, posts: list[ScoredPost]) -> list[Alert]:
+    """Store, aggregate (1h) and evaluate the default rules: the alerts that fired."""
+    from monitor.aggregation import aggregate
+    from monitor.alerting import evaluate
+    from monitor.rules import RuleSet
+
+    storage.save_scored(posts)
+    aggregate(storage, windows=("1h",))
+    return evaluate(storage, RuleSet.load())

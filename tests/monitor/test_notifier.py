@@ -18,8 +18,15 @@ from finpulse.storage.outbox import pending_count
 from finpulse.storage.subscriptions import create_subscription, list_deliveries
 from monitor.notifiers.webhook import WebhookChannel, sign
 from monitor.notifiers.worker import Notifier, NotifierPolicy
-from tests.monitor.receivers import Receiver, change_alert, insert_alert, wait_for
-from tests.monitor.test_alerting import burst, calm, run
+from tests.monitor.receivers import (
+    Receiver,
+    burst,
+    calm,
+    change_alert,
+    insert_alert,
+    run,
+    wait_for,
+)
 
 FAST = NotifierPolicy(workers=4, max_attempts=3, backoff_base_s=0.01, backoff_cap_s=0.05,
                       lease=timedelta(seconds=30))
