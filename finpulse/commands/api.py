@@ -29,6 +29,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("--port must be between 0 and 65535", field="api.port")
     host = args.host or settings.api.host
     port = settings.api.port if args.port is None else args.port
+    _check_free(host, port)
     storage = Storage(settings.database_url)
     storage.migrate()
     metrics = Metrics()
@@ -42,3 +43,24 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if endpoint is not None:
             endpoint[0].shutdown()
     return 0
+
+
+def _check_free(host: str, port: int) -> None:
+    """Fail with one clear line when the API's address is taken (uvicorn would log and exit).
+
+    Raises:
+        ConfigError: the address cannot be bound.
+    """
+    import socket
+
+    from finpulse.errors import ConfigError
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot serve the API on {host}:{port} ({exc.strerror or exc}); "
+            "set FINPULSE_API__PORT to a free port",
+            field="api.port",
+        ) from exc

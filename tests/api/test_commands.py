@@ -104,6 +104,14 @@ def test_bad_arguments_exit_2_with_one_line(seeded_url, capsys) -> None:
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
+def test_api_on_a_taken_port_is_one_line_and_exit_1(seeded_url, capsys) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        code, _, err = cli(capsys, "api", "--port", str(taken.getsockname()[1]))
+    assert code == 1 and err.startswith("ConfigError: cannot serve the API on 127.0.0.1:")
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
