@@ -27,9 +27,16 @@ COMMANDS = (
     "bench",
     "registry",
     "db",
-    "backtest",  # the `alerts` group with `alerts backtest`
     "dashboards",
     "report",
+    "api",
+    "notifier",
+    "keys",
+    "subscriptions",
+    "deliveries",
+    "feedback",
+    "query",
+    "alerts",
 )
 
 

@@ -90,8 +90,13 @@ class AlertDeliveryError(FinpulseError):
 
     Attributes:
         retry_after: seconds to wait before retrying, when the target said so.
+        permanent: the target refused the delivery itself (e.g. HTTP 400, 404, 410):
+            retrying the same delivery cannot succeed.
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, permanent: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.permanent = permanent

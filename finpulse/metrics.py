@@ -68,6 +68,11 @@ class Metrics:
         model_info: the model version being served.
         last_batch_timestamp: Unix time of the last committed batch.
         consumer_lag: messages behind the newest offset, summed over partitions.
+        notifier_deliveries: delivery attempts by channel and outcome (delivered, retried, dead).
+        notifier_outbox_pending: alert events not yet fanned out plus deliveries not yet sent.
+        notifier_delivery_latency: seconds from the alert event stored to its delivery.
+        api_requests: API requests by method, route template and status code.
+        api_request_duration: API request handling time by route template.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -132,6 +137,37 @@ class Metrics:
         self.consumer_lag = Gauge(
             "finpulse_scorer_consumer_lag_messages",
             "Messages behind the newest offset, summed over the assigned partitions.",
+            **kw,
+        )
+
+        self.notifier_deliveries = Counter(
+            "finpulse_notifier_deliveries_total",
+            "Alert delivery attempts, by channel and outcome (delivered, retried, dead).",
+            ["channel", "status"],
+            **kw,
+        )
+        self.notifier_outbox_pending = Gauge(
+            "finpulse_notifier_outbox_pending",
+            "Alert events not yet fanned out plus deliveries not yet delivered or dead.",
+            **kw,
+        )
+        self.notifier_delivery_latency = Histogram(
+            "finpulse_notifier_delivery_latency_seconds",
+            "Time from the alert event being stored to its delivery.",
+            buckets=LATENCY_BUCKETS,
+            **kw,
+        )
+        self.api_requests = Counter(
+            "finpulse_api_requests_total",
+            "API requests, by method, route template and status code.",
+            ["method", "route", "status"],
+            **kw,
+        )
+        self.api_request_duration = Histogram(
+            "finpulse_api_request_duration_seconds",
+            "API request handling time, by route template.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
             **kw,
         )
 

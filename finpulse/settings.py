@@ -83,6 +83,47 @@ class MetricsSettings(Section):
     port: int = Field(default=9108, ge=0, le=65535)
 
 
+class ApiSettings(Section):
+    """The history API (``finpulse api``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    # Every list endpoint: items per page when ``limit`` is not given, and the most allowed.
+    default_limit: int = Field(default=100, ge=1, le=10000)
+    max_limit: int = Field(default=1000, ge=1, le=10000)
+
+
+class SmtpSettings(Section):
+    """The SMTP server e-mail subscriptions are sent through."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=25, ge=1, le=65535)
+    sender: str = "finpulse@localhost"
+    username: str | None = None
+    password: SecretStr | None = None
+    starttls: bool = False
+    # CA bundle to verify the server's certificate with (STARTTLS); None: the system's.
+    ca_file: Path | None = None
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class NotifierSettings(Section):
+    """Delivery of alert events to subscribers (``finpulse notifier``)."""
+
+    # Seconds between polls of the outbox and the due deliveries when there is no work.
+    poll_interval_s: float = Field(default=1.0, gt=0, le=60)
+    # Deliveries sent at the same time; a slow subscriber holds one of them at most.
+    workers: int = Field(default=8, ge=1, le=256)
+    # Attempts before a delivery is marked dead.
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    # Back-off between attempts: exponential from base to cap, with jitter.
+    backoff_base_s: float = Field(default=2.0, gt=0)
+    backoff_cap_s: float = Field(default=300.0, gt=0)
+    # Timeout of one HTTP delivery (webhook, slack) and of the Kafka publish.
+    timeout_s: float = Field(default=10.0, gt=0, le=600)
+    smtp: SmtpSettings = SmtpSettings()
+
+
 class Settings(BaseSettings):
     """Top-level settings; see the module docstring for where values come from."""
 
@@ -100,6 +141,8 @@ class Settings(BaseSettings):
     scorer: ScorerSettings = ScorerSettings()
     alerts: AlertSettings = AlertSettings()
     metrics: MetricsSettings = MetricsSettings()
+    api: ApiSettings = ApiSettings()
+    notifier: NotifierSettings = NotifierSettings()
 
     @classmethod
     def settings_customise_sources(

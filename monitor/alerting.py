@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from finpulse.schemas import WINDOW_SECONDS, Alert
 from finpulse.storage import Storage, utcnow
 from finpulse.storage import tables as t
+from finpulse.storage.outbox import record_alert_event
 from monitor.aggregation import window_start
 from monitor.detectors import Check, Detector, State, WindowStats, detector_for
 from monitor.evidence import (
@@ -150,6 +151,7 @@ class _RuleRun:
             logger.debug("alert %s already stored", ident)
             return
         write_posts(self.conn, ident, posts)
+        record_alert_event(self.conn, ident, "fired")
         self.firing[ticker] = row
         self.new_ids.append(ident)
         logger.info("alert fired: %s (%s)", ident, check.summary)
@@ -169,6 +171,7 @@ class _RuleRun:
         changes["explanation"] = explain(summary, posts)
         self.conn.execute(sa.update(t.alerts).where(t.alerts.c.id == alert["id"]).values(**changes))
         write_posts(self.conn, alert["id"], posts)
+        record_alert_event(self.conn, alert["id"], "updated")
         alert.update(changes)
 
     def _resolve(self, ticker: str, at: datetime) -> None:
@@ -178,6 +181,7 @@ class _RuleRun:
             .where(t.alerts.c.id == alert["id"])
             .values(state="resolved", resolved_at=at, updated_at=self.now)
         )
+        record_alert_event(self.conn, alert["id"], "resolved")
         self.last_resolved[ticker] = at
         logger.info("alert resolved: %s at %s", alert["id"], at.isoformat())
 

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from finpulse.schemas import Alert
 from finpulse.storage import Storage
 from finpulse.storage import tables as t
+from finpulse.storage.outbox import record_alert_event
 
 EVIDENCE_SEPARATOR = " | evidence: "
 SNIPPET_CHARS = 80
@@ -141,6 +142,7 @@ def insert_alert(
     if conn.execute(stmt).first() is None:
         return False
     write_posts(conn, row["id"], posts)
+    record_alert_event(conn, row["id"], "fired")
     return True
 
 
@@ -150,15 +152,21 @@ def update_alert(
     changes: dict[str, Any],
     posts: Sequence[EvidencePost] | None = None,
 ) -> None:
-    """Update a firing alert's columns (and evidence, when given)."""
+    """Update a firing alert's columns (and evidence, when given); subscribers hear of it."""
     conn.execute(sa.update(t.alerts).where(t.alerts.c.id == alert_id).values(**changes))
     if posts is not None:
         write_posts(conn, alert_id, posts)
+    record_alert_event(conn, alert_id, "updated")
 
 
 def resolve_alert(conn: sa.Connection, alert_id: str, at: datetime, now: datetime) -> None:
-    """Mark a firing alert resolved at event time ``at``."""
-    update_alert(conn, alert_id, {"state": "resolved", "resolved_at": at, "updated_at": now})
+    """Mark a firing alert resolved at event time ``at``; subscribers hear of it."""
+    conn.execute(
+        sa.update(t.alerts)
+        .where(t.alerts.c.id == alert_id)
+        .values(state="resolved", resolved_at=at, updated_at=now)
+    )
+    record_alert_event(conn, alert_id, "resolved")
 
 
 def firing_alerts(conn: sa.Connection, rule: str) -> dict[str, dict[str, Any]]:

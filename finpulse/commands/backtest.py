@@ -5,7 +5,7 @@
 Nothing is written to the database (see ``finpulse.services.backtest``). The table lists,
 per rule and ticker, how many alerts would fire and when; ``--json`` prints one object
 with the same summary and every alert. ``register_backtest(alerts_subparsers)`` adds the
-action to an ``alerts`` command group; ``register`` builds a minimal group around it.
+action to the ``alerts`` command group (``finpulse.commands.alerts``).
 """
 
 from __future__ import annotations
@@ -17,19 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from finpulse.settings import Settings
-
-
-def register(subparsers: Any) -> None:
-    """Add a minimal ``finpulse alerts`` group holding ``backtest``."""
-    parser = subparsers.add_parser(
-        "alerts", help="alert tools: backtest rules over stored history",
-        description="Alert tools.",
-    )
-    actions = parser.add_subparsers(
-        dest="alerts_action", metavar="ACTION", parser_class=type(parser)
-    )
-    actions.required = True
-    register_backtest(actions)
 
 
 def register_backtest(actions: Any) -> None:

@@ -2,14 +2,16 @@
 
 Starts the embedded Kafka-compatible broker when no broker is configured, replays the
 bundled sample stream (plus a few malformed messages, to show the dead-letter topic),
-scores it with the default model, aggregates, evaluates the alert rules and prints
-what happened and where to look.
+scores it with the default model, aggregates, evaluates the alert rules, delivers the
+BA alerts to a webhook subscriber (a real HTTP receiver in a thread) through the
+notifier, serves the history API while it runs, and prints what happened and where to look.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,20 +21,28 @@ from pathlib import Path
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from finpulse.api import create_app
+from finpulse.api.server import ApiServer
+from finpulse.errors import ConfigError
 from finpulse.metrics import Metrics
 from finpulse.report import load_report_data, resolve_range, write_report
 from finpulse.schemas import Alert
 from finpulse.services.metrics import serve_metrics
 from finpulse.services.monitor import MonitorService
+from finpulse.services.notifier import build_notifier
 from finpulse.services.scorer import (
     ScorerService,
     ScorerStats,
     load_engine,
     register_model,
 )
+from finpulse.services.webhook_receiver import Received, WebhookReceiver
 from finpulse.settings import KafkaSettings, Settings
 from finpulse.storage import Storage
+from finpulse.storage.keys import create_key
+from finpulse.storage.outbox import pending_count
 from finpulse.storage.registry import ModelRegistry
+from finpulse.storage.subscriptions import create_subscription
 from ingest.broker import EmbeddedBroker
 from ingest.producer import PostProducer
 from ingest.replay import read_posts, replay
@@ -70,6 +80,10 @@ class DemoResult:
     alerts: list[Alert] = field(default_factory=list)
     wall_s: float = 0.0
     report: Path | None = None
+    webhook_url: str = ""
+    webhook: list[Received] = field(default_factory=list)
+    api_url: str | None = None
+    api_key: str = ""
 
     def summary(self) -> str:
         s = self.stats
@@ -90,10 +104,18 @@ class DemoResult:
             lines.append(f"           why: {why.strip()}")
             if posts:
                 lines.append(f"           {_shorten(posts.strip(), 110)}")
+        lines.append(f"  subscriber       webhook {self.webhook_url} (BA alerts), "
+                     f"{len(self.webhook)} deliveries received")
+        for got in self.webhook:
+            check = "signature ok" if got.signature_ok else "BAD SIGNATURE"
+            lines.append(f"    {got.event:9} {got.alert_id}  delivery {got.delivery_id[:12]}…, {check}"
+                         + (", duplicate" if got.duplicate else ""))
         broker = "embedded Tansu broker (stopped)" if self.embedded_broker else "configured broker"
         lines += [
             f"  broker           {self.bootstrap_servers}, {broker}",
             f"  metrics          {self.metrics_url or 'disabled'} (served while the demo ran)",
+            f"  api              {self.api_url or 'not started'} (served while the demo ran; "
+            f"OpenAPI at /openapi.json)",
             f"  database         {self.database_url}",
             *([f"  report           {self.report.resolve()} (open it in a browser)"] if self.report else []),
             f"  wall time        {self.wall_s:.1f} s",
@@ -102,6 +124,10 @@ class DemoResult:
             f"  FINPULSE_DATABASE_URL={self.database_url} finpulse db alerts",
             f"  FINPULSE_DATABASE_URL={self.database_url} finpulse db aggregates --ticker BA --window 1h",
             f"  FINPULSE_DATABASE_URL={self.database_url} finpulse db scores --ticker BA --limit 10",
+            f"  FINPULSE_DATABASE_URL={self.database_url} finpulse deliveries list",
+            f"  FINPULSE_DATABASE_URL={self.database_url} finpulse api   # then, with this reader key:",
+            f"  curl -H 'Authorization: Bearer {self.api_key}' "
+            f"'http://127.0.0.1:8000/v1/alerts?ticker=BA'",
         ]
         return "\n".join(lines)
 
@@ -152,6 +178,15 @@ def run_demo(
             stack.callback(endpoint[0].shutdown)
             metrics_url = endpoint[1]
 
+        receiver = stack.enter_context(WebhookReceiver())
+        subscription = create_subscription(storage, channel="webhook", target=receiver.url,
+                                           name="demo-webhook", tickers=["BA"])
+        receiver.secret = subscription["secret"]
+        api_key = create_key(storage, "reader", "demo")[1]
+        api_url = _start_api(settings, storage, metrics, stack)
+        if progress and api_url:
+            tqdm.write(f"API at {api_url} while the demo runs (reader key {api_key})", file=sys.stderr)
+
         engine = load_engine(settings, settings.model.path)
         register_model(ModelRegistry(storage), engine, settings.model.path or DEFAULT_MODEL_DIR)
 
@@ -183,6 +218,12 @@ def run_demo(
         if report is not None:
             when = resolve_range(storage, "7d")
             write_report(load_report_data(storage, when, model_dir=DEFAULT_MODEL_DIR), report)
+        # Alerting wrote the outbox; the notifier delivers it, as `finpulse notifier` would.
+        notifier = build_notifier(settings, storage, metrics, stack)
+        deadline = time.monotonic() + 20
+        while pending_count(storage) and time.monotonic() < deadline:
+            notifier.run_once()
+            notifier.drain(10)
     return DemoResult(
         stats=stats,
         published=total,
@@ -195,7 +236,28 @@ def run_demo(
         alerts=result.fired,
         wall_s=time.perf_counter() - started,
         report=report,
+        webhook_url=receiver.url,
+        webhook=list(receiver.received),
+        api_url=api_url,
+        api_key=api_key,
     )
+
+
+def _start_api(
+    settings: Settings, storage: Storage, metrics: Metrics, stack: contextlib.ExitStack
+) -> str | None:
+    """Serve the API in a thread on ``api.port`` (a free port if taken); its URL, or None."""
+    app = create_app(storage, settings, metrics)
+    for port in (settings.api.port, 0):
+        server = ApiServer(app, settings.api.host, port)
+        try:
+            server.start()
+        except ConfigError:
+            logger.info("port %d is taken; serving the API on a free port", port)
+            continue
+        stack.callback(server.stop)
+        return server.url
+    return None
 
 
 def _publish(kafka: KafkaSettings, stream: Path, rate: float | None) -> None:

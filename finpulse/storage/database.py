@@ -417,6 +417,19 @@ class Storage:
             for row in rows
         ]
 
+    def feedback_examples(self, since: datetime | None = None) -> list[Any]:
+        """Analysts' labels for retraining: ``(text, label, created_at, source)`` rows, oldest first.
+
+        Args:
+            since: only feedback given at or after this time.
+
+        Raises:
+            StorageError: the query failed.
+        """
+        from finpulse.storage.feedback import feedback_examples
+
+        return list(feedback_examples(self, since))
+
     def dispose(self) -> None:
         """Close every pooled connection."""
         self._engine.dispose()

@@ -217,3 +217,107 @@ model_versions = sa.Table(
     sa.Column("retired_reason", sa.String(32)),
     sa.CheckConstraint("status IN ('champion', 'challenger', 'retired')", name="status"),
 )
+
+# ---- delivery to subscribers, the API's keys, analysts' feedback (migration 0004) ------------
+
+# Acknowledgement of an alert (who, when, comment): an acknowledged alert sends no
+# "updated" notifications until it resolves.
+alerts.append_column(sa.Column("acked_by", sa.String(200)))
+alerts.append_column(sa.Column("acked_at", UTCDateTime))
+alerts.append_column(sa.Column("ack_comment", sa.Text))
+
+subscriptions = sa.Table(
+    "subscriptions",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),
+    # URL (webhook, slack), e-mail address (email) or topic (kafka).
+    sa.Column("target", sa.String(2000), nullable=False),
+    # Filters: an empty list matches everything.
+    sa.Column("tickers", sa.JSON, nullable=False),
+    sa.Column("rules", sa.JSON, nullable=False),
+    sa.Column("sources", sa.JSON, nullable=False),
+    sa.Column("min_severity", sa.String(16), nullable=False),
+    # HMAC-SHA256 key of the X-Finpulse-Signature header (webhook channels).
+    sa.Column("secret", sa.String(200)),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    # Removed subscriptions are kept (their deliveries stay readable) but never match again.
+    sa.Column("deleted_at", UTCDateTime),
+    sa.CheckConstraint("channel IN ('webhook', 'email', 'slack', 'kafka')", name="channel"),
+    sa.CheckConstraint("min_severity IN ('info', 'warning', 'critical')", name="min_severity"),
+)
+
+# Alert events, written in the same transaction as the alert change they describe; the
+# notifier fans each one out into deliveries (one per matching subscription).
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("alert_id", sa.String(200), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    # The alert as it was when the event happened (JSON), so every receiver sees the same.
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("dispatched_at", UTCDateTime),
+    sa.CheckConstraint("kind IN ('fired', 'updated', 'resolved')", name="kind"),
+    sa.Index("ix_outbox_dispatched_at_id", "dispatched_at", "id"),
+)
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    # Stable across retries and restarts: receivers deduplicate on it.
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("event_id", sa.Integer, sa.ForeignKey("outbox.id"), nullable=False),
+    sa.Column("subscription_id", sa.String(32), sa.ForeignKey("subscriptions.id"), nullable=False),
+    sa.Column("alert_id", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    # When the next attempt is due; while an attempt runs, when its claim lapses.
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("last_error", sa.Text),
+    # When the alert event was stored (the latency metric runs from here).
+    sa.Column("event_at", UTCDateTime, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("delivered_at", UTCDateTime),
+    sa.CheckConstraint("status IN ('pending', 'delivered', 'dead')", name="status"),
+    sa.UniqueConstraint("event_id", "subscription_id"),
+    sa.Index("ix_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    # The key's public part; the secret part is stored only as a SHA-256 hash.
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("revoked_at", UTCDateTime),
+    sa.CheckConstraint("role IN ('reader', 'analyst', 'admin')", name="role"),
+)
+
+# Analysts' corrected labels; the retraining job reads them (Storage.feedback_examples).
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "post_id",
+        sa.String(200),
+        sa.ForeignKey("posts.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("label", sa.String(16), nullable=False),
+    sa.Column("author", sa.String(200), nullable=False),
+    sa.Column("comment", sa.Text),
+    sa.Column("created_at", UTCDateTime, nullable=False, index=True),
+    sa.CheckConstraint("label IN ('negative', 'neutral', 'positive')", name="label"),
+)

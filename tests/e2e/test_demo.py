@@ -31,6 +31,11 @@ def test_demo_runs_end_to_end_and_catches_the_boeing_burst(tmp_path):
     alerts = re.findall(r"^\s+(\S+)\s+(sentiment_drop|negative_volume_spike)\s", summary, flags=re.M)
     assert ("BA", "sentiment_drop") in alerts or ("BA", "negative_volume_spike") in alerts, summary
     assert re.search(r"metrics\s+http://127\.0\.0\.1:\d+/metrics", summary)
+    # The BA alerts reached the demo's webhook subscriber through the outbox and notifier.
+    delivered = re.findall(r"^\s+(fired|resolved)\s+(\S+:BA:\S+)\s+delivery \S+, signature ok$",
+                           summary, flags=re.M)
+    assert any(kind == "fired" for kind, _ in delivered), summary
+    assert re.search(r"api\s+http://127\.0\.0\.1:\d+ \(served while the demo ran", summary)
 
     query = subprocess.run(
         [sys.executable, "-m", "finpulse", "db", "alerts", "--ticker", "BA", "--json"],
