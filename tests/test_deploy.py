@@ -25,10 +25,6 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 ONE_SHOT = {"migrate", "kafka-topics"}
 
-# Settings and subcommands of services still on other branches (the notifier and the API).
-# The lead empties these after merging; from then on every variable and command is checked.
-PENDING_SETTINGS = {"FINPULSE_API__HOST", "FINPULSE_API__PORT"}
-PENDING_COMMANDS = {"notifier", "api"}
 
 
 def finpulse_services() -> list[str]:
@@ -142,8 +138,6 @@ def test_service_environment_is_valid_settings(name, monkeypatch):
             monkeypatch.delenv(key)
     for key, value in env.items():
         assert key.startswith("FINPULSE_"), key
-        if key in PENDING_SETTINGS:
-            continue
         # Compose substitutes ${VAR:-default}; the settings see the default.
         monkeypatch.setenv(key, re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value)))
     settings = Settings.load()
@@ -153,7 +147,7 @@ def test_service_environment_is_valid_settings(name, monkeypatch):
     assert settings.database_url.startswith("postgresql+psycopg://")
     assert "@postgres:5432/" in settings.database_url
     command = SERVICES[name]["command"]
-    assert command[0] in set(COMMANDS) | PENDING_COMMANDS
+    assert command[0] in set(COMMANDS)
 
 
 def test_grafana_is_provisioned_from_the_repository():
