@@ -19,6 +19,7 @@ from finpulse.storage import Storage
         (StorageError("refused", transient=False), "message"),
         (StorageError("unreachable"), "transient"),
         (IngestError("broker down"), "transient"),
+        (IngestError("commit refused after a rebalance", transient=False), "message"),
         (ConnectionRefusedError(), "transient"),
         (ConfigError("bad"), "fatal"),
         (ModelError("corrupt"), "fatal"),

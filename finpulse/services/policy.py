@@ -35,7 +35,9 @@ def classify(exc: BaseException) -> Fault:
     """Which of the three faults ``exc`` is; see the module docstring.
 
     A ``StorageError`` is transient unless the database refused the data itself
-    (``StorageError.transient`` is False); an ``IngestError`` about the broker is transient;
+    (``StorageError.transient`` is False); an ``IngestError`` about the broker is transient
+    unless retrying cannot help (``IngestError.transient`` is False, e.g. a commit refused
+    after a rebalance);
     configuration and model-loading errors are fatal; a ``MalformedMessage`` and anything
     else is a message-level fault.
     """
@@ -44,7 +46,7 @@ def classify(exc: BaseException) -> Fault:
     if isinstance(exc, StorageError):
         return "transient" if exc.transient else "message"
     if isinstance(exc, IngestError):
-        return "transient"
+        return "transient" if exc.transient else "message"
     if isinstance(exc, (ConfigError, ModelError)):
         return "fatal"
     if isinstance(exc, (ConnectionError, TimeoutError)):
@@ -54,8 +56,7 @@ def classify(exc: BaseException) -> Fault:
 
 def internal_reason(exc: BaseException) -> MalformedMessage:
     """The DLQ entry for an unexpected exception while handling one message."""
-    detail = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-    return MalformedMessage("internal", detail[:500])
+    return MalformedMessage.internal(exc)
 
 
 @dataclass
