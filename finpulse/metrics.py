@@ -68,6 +68,8 @@ class Metrics:
         model_info: the model version being served.
         last_batch_timestamp: Unix time of the last committed batch.
         consumer_lag: messages behind the newest offset, summed over partitions.
+        scorer_faults: faults the scorer handled, by kind.
+        scorer_retries: retries after transient faults, by operation.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -132,6 +134,18 @@ class Metrics:
         self.consumer_lag = Gauge(
             "finpulse_scorer_consumer_lag_messages",
             "Messages behind the newest offset, summed over the assigned partitions.",
+            **kw,
+        )
+        self.scorer_faults = Counter(
+            "finpulse_scorer_faults_total",
+            "Faults the scorer handled, by kind (transient, message, internal, fatal).",
+            ["kind"],
+            **kw,
+        )
+        self.scorer_retries = Counter(
+            "finpulse_scorer_retries_total",
+            "Retries after a transient fault, by operation (store, publish, commit, poll, reload).",
+            ["operation"],
             **kw,
         )
 
