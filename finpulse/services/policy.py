@@ -89,6 +89,7 @@ def retry_transient(
     backoff: Backoff | None = None,
     on_retry: Callable[[BaseException, float], None] | None = None,
     wait: Callable[[float], object] | None = None,
+    attempt_first: bool = False,
 ) -> T | None:
     """Run ``action`` until it succeeds, retrying transient faults with back-off.
 
@@ -100,6 +101,8 @@ def retry_transient(
         on_retry: called with the fault and the delay before each retry (metrics).
         wait: sleeps for the delay; default ``stop.wait`` (a consumer passes a function that
             keeps its group membership alive while it waits).
+        attempt_first: run ``action`` once even when ``stop`` is already set (finish the
+            work in hand); only the retries end on ``stop``.
 
     Returns:
         What ``action`` returned, or None when ``stop`` was set first.
@@ -109,7 +112,8 @@ def retry_transient(
     """
     backoff = backoff or Backoff()
     sleep = wait or stop.wait
-    while not stop.is_set():
+    while attempt_first or not stop.is_set():
+        attempt_first = False
         try:
             result = action()
         except Exception as exc:
