@@ -1,0 +1,41 @@
+"""Test-only: run ``finpulse scorer`` and SIGKILL it at an exact step of a batch.
+
+    python -m tests.e2e.scorer_harness CHECKPOINT N [scorer arguments...]
+
+The scorer process kills itself with SIGKILL the N-th time a batch reaches CHECKPOINT
+(one of ``finpulse.services.scorer.CHECKPOINTS``; ``none`` never crashes). Production code
+has no such switch: this script replaces the no-op ``ScorerService.checkpoint``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+from finpulse.services import scorer
+
+
+def main() -> int:
+    point, nth = sys.argv[1], int(sys.argv[2])
+    if point != "none" and point not in scorer.CHECKPOINTS:
+        print(f"unknown checkpoint {point!r}", file=sys.stderr)
+        return 2
+    seen = 0
+
+    def checkpoint(self: scorer.ScorerService, name: str) -> None:
+        nonlocal seen
+        if name == point:
+            seen += 1
+            if seen >= nth:
+                print(f"harness: SIGKILL at {name} #{seen}", file=sys.stderr, flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    scorer.ScorerService.checkpoint = checkpoint  # type: ignore[method-assign]
+    from finpulse.cli import main as cli
+
+    return cli(["scorer", *sys.argv[3:]])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
