@@ -3,7 +3,8 @@
     python -m tests.e2e.scorer_harness CHECKPOINT N [scorer arguments...]
 
 The scorer process kills itself with SIGKILL the N-th time a batch reaches CHECKPOINT
-(one of ``finpulse.services.scorer.CHECKPOINTS``; ``none`` never crashes). Production code
+(one of ``finpulse.services.scorer.CHECKPOINTS``; ``none`` never crashes); ``term:CHECKPOINT``
+sends itself SIGTERM there instead (a shutdown request landing mid-batch). Production code
 has no such switch: this script replaces the no-op ``ScorerService.checkpoint``.
 """
 
@@ -18,6 +19,9 @@ from finpulse.services import scorer
 
 def main() -> int:
     point, nth = sys.argv[1], int(sys.argv[2])
+    sig = signal.SIGKILL
+    if point.startswith("term:"):
+        point, sig = point[len("term:"):], signal.SIGTERM
     if point != "none" and point not in scorer.CHECKPOINTS:
         print(f"unknown checkpoint {point!r}", file=sys.stderr)
         return 2
@@ -27,9 +31,9 @@ def main() -> int:
         nonlocal seen
         if name == point:
             seen += 1
-            if seen >= nth:
-                print(f"harness: SIGKILL at {name} #{seen}", file=sys.stderr, flush=True)
-                os.kill(os.getpid(), signal.SIGKILL)
+            if seen == nth:
+                print(f"harness: {sig.name} at {name} #{seen}", file=sys.stderr, flush=True)
+                os.kill(os.getpid(), sig)
 
     scorer.ScorerService.checkpoint = checkpoint  # type: ignore[method-assign]
     from finpulse.cli import main as cli
