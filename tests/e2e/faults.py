@@ -137,7 +137,10 @@ class PrivatePostgres:
 
 
 def report(case: str, sent: int, stored: Counter[str], dlq: int, recover_s: float | None) -> None:
-    """Print one row of the fault table (scripts/fault_table.py collects them from ``pytest -s``)."""
+    """Print one row of the fault table (scripts/fault_table.py collects them from ``pytest -s``).
+
+    ``stored`` counts the scores per post id of the posts this row is about.
+    """
     duplicated = sum(n - 1 for n in stored.values() if n > 1)
     recover = "-" if recover_s is None else f"{recover_s:.1f}"
     print(f"\nFAULTROW\t{case}\t{sent}\t{len(stored)}\t{duplicated}\t{dlq}\t{recover}", flush=True)

@@ -26,7 +26,7 @@ from ingest.producer import PostProducer, post_key
 from ingest.topics import ensure_topics
 from models import DEFAULT_MODEL_DIR
 from models.inference import SentimentEngine
-from tests.e2e.faults import PrivatePostgres, dlq_reasons, make_posts, stored_ids, wait_for
+from tests.e2e.faults import PrivatePostgres, dlq_reasons, make_posts, report, stored_ids, wait_for
 from tests.ingest.kafka_io import read_topic
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.postgres]
@@ -138,11 +138,20 @@ def test_poison_inputs_go_to_the_dlq_and_valid_posts_behind_them_are_stored_once
                     producer.publish_raw(settings.kafka.news_topic, post.model_dump_json().encode(),
                                          key=post_key(valid[0]))
             producer.flush()
+        sent_at = time.monotonic()
         wait_for(lambda: running.service.stats.consumed >= len(valid) + len(POISON) or not running.alive(),
                  120, "the scorer to consume the stream")
+        drained_s = time.monotonic() - sent_at
         assert running.alive(), running.error
-        assert stored_ids(storage) == Counter(p.id for p in valid)
-        assert dlq_reasons(settings.kafka, len(POISON)) == Counter(reason for reason, _ in POISON)
+        stored = stored_ids(storage)
+        assert stored == Counter(p.id for p in valid)
+        reasons = dlq_reasons(settings.kafka, len(POISON))
+        assert reasons == Counter(reason for reason, _ in POISON)
+        for i, (reason, _) in enumerate(POISON):
+            behind = Counter({p.id: stored[p.id] for p in valid[10 * i + 1 : 10 * i + 11]})
+            report(f"poison: {reason}, then 10 valid posts", 11, behind, 1, None)
+        report("poison inputs (all above) + valid posts", len(valid) + len(POISON), stored,
+               sum(reasons.values()), drained_s)
         first = storage.scores(ticker="MSFT")
         assert first == [], "the conflicting re-publish of p-0 left nothing of itself"
         for reason in ("internal",):
@@ -190,11 +199,13 @@ def test_a_database_outage_is_waited_out_without_loss(kafka_settings, engine):
             time.sleep(3)  # a few seconds of outage (30 s in production terms: same code path)
             assert running.alive(), running.error
             pg.start()
-            wait_for(lambda: storage.count_posts() == 80, 120, "the posts sent during the outage")
+            recover_s = wait_for(lambda: storage.count_posts() == 80, 120, "the posts sent during the outage")
         assert running.alive(), running.error
         wait_for(lambda: committed_total(settings.kafka) == 80, 30, "offsets committed")
         assert stored_ids(storage) == Counter(p.id for p in before + during)
         assert len(read_topic(settings.kafka, settings.kafka.scored_topic, 80)) == 80
+        report("database outage (private PostgreSQL stopped, reload check inside it)", 80,
+               stored_ids(storage), 0, recover_s)
     finally:
         if running is not None:
             running.close()
@@ -223,6 +234,7 @@ def test_a_broker_restart_resumes_publishing_and_commits(tmp_path, engine):
         wait_for(lambda: storage.count_posts() == 20, 120, "the posts before the restart")
         broker.stop()  # in-memory: the restarted broker has empty topics and no producer ids
         broker.start()
+        restarted_at = time.monotonic()
         ensure_topics(kafka)
         with PostProducer(kafka) as producer:
             for post in after:
@@ -233,6 +245,8 @@ def test_a_broker_restart_resumes_publishing_and_commits(tmp_path, engine):
         assert len(read_topic(kafka, kafka.scored_topic, 20)) == 20, "scored posts published again"
         assert running.alive(), running.error
         assert stored_ids(storage) == Counter(p.id for p in before + after)
+        report("broker kill + restart (then 20 new posts)", 40, stored_ids(storage), 0,
+               time.monotonic() - restarted_at)
     finally:
         if running is not None:
             running.close()
