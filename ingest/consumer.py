@@ -105,7 +105,7 @@ class PostConsumer:
         max_message_bytes: int | None = None,
         future_tolerance_s: float | None = None,
     ) -> None:
-        from kafka import ConsumerRebalanceListener, KafkaConsumer
+        from kafka import AsyncConsumerRebalanceListener, KafkaConsumer
         from kafka.errors import KafkaError
 
         self.kafka = kafka
@@ -120,11 +120,13 @@ class PostConsumer:
         self._durable: dict[Any, Any] = {}
         consumer = self
 
-        class _CommitBeforeRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-            def on_partitions_revoked(self, revoked: Any) -> None:
-                consumer._commit_durable(set(revoked))
+        class _CommitBeforeRevoke(AsyncConsumerRebalanceListener):  # type: ignore[misc]
+            # kafka-python 3 runs listeners on its IO loop: a blocking commit there would
+            # deadlock, so the commit is awaited.
+            async def on_partitions_revoked(self, revoked: Any) -> None:
+                await consumer._commit_durable(set(revoked))
 
-            def on_partitions_assigned(self, assigned: Any) -> None:
+            async def on_partitions_assigned(self, assigned: Any) -> None:
                 logger.info("assigned %d partition(s)", len(assigned))
 
         try:
@@ -342,14 +344,16 @@ class PostConsumer:
         """Record that ``batch``'s results are durable: a rebalance commits it before revoking."""
         self._durable.update(batch.offsets)
 
-    def _commit_durable(self, revoked: set[Any]) -> None:
+    async def _commit_durable(self, revoked: set[Any]) -> None:
         offsets = {tp: om for tp, om in self._durable.items() if tp in revoked}
         for tp in revoked:
             self._durable.pop(tp, None)
         if not offsets:
             return
         try:
-            self._consumer.commit(offsets=offsets, timeout_ms=self.kafka.request_timeout_ms)
+            # The awaitable form of KafkaConsumer.commit (kafka-python 3 has no public one).
+            coordinator = self._consumer._coordinator
+            await coordinator._commit_offsets_sync_async(offsets, self.kafka.request_timeout_ms)
             logger.info("committed %d durable partition offset(s) before revocation", len(offsets))
         except Exception as exc:  # the new owner redelivers them; the database ignores repeats
             logger.warning("commit before revocation failed (%s); the batch comes again", exc)

@@ -23,7 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
-from finpulse.errors import ConfigError, IngestError, MalformedMessage, ModelError, StorageError
+from finpulse.errors import (
+    ConfigError,
+    IngestError,
+    MalformedMessage,
+    ModelError,
+    StorageError,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -42,7 +42,12 @@ from finpulse.errors import IngestError, MalformedMessage
 from finpulse.metrics import Metrics
 from finpulse.schemas import ScoredPost
 from finpulse.services.policy import Backoff, classify, retry_transient
-from finpulse.services.reloader import ModelReloader, load_engine, model_input, register_model
+from finpulse.services.reloader import (
+    ModelReloader,
+    load_engine,
+    model_input,
+    register_model,
+)
 from finpulse.services.validation import as_dead_letter, run_bisecting, split_conflicts
 from finpulse.settings import Settings
 from finpulse.storage import Storage
@@ -293,6 +298,10 @@ class ScorerService:
         self.stats.invalid += len(batch.invalid) + len(refused)
         self.stats.scored += stored
 
+    def _reload_check(self) -> SentimentEngine:
+        assert self.reloader is not None
+        return self.reloader.maybe_reload(self.engine)
+
     def _use(self, engine: SentimentEngine) -> None:
         self.engine = engine
         self.metrics.set_model(engine.version, base=str(engine.manifest.get("base", "")),
@@ -326,8 +335,7 @@ class ScorerService:
                 if until_consumed is not None and self.stats.consumed >= until_consumed:
                     break
                 if self.reloader is not None:
-                    reloader = self.reloader
-                    engine = self._guard("reload", lambda: reloader.maybe_reload(self.engine))
+                    engine = self._guard("reload", self._reload_check)
                     if engine is not self.engine:
                         self._use(engine)
                 batch = self._guard(

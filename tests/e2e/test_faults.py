@@ -17,7 +17,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from finpulse.metrics import Metrics
-from finpulse.services.scorer import ModelReloader, ScorerService, load_engine, register_model
+from finpulse.services.scorer import (
+    ModelReloader,
+    ScorerService,
+    load_engine,
+    register_model,
+)
 from finpulse.settings import KafkaSettings, Settings
 from finpulse.storage import Storage
 from finpulse.storage.registry import ModelRegistry
@@ -26,7 +31,14 @@ from ingest.producer import PostProducer, post_key
 from ingest.topics import ensure_topics
 from models import DEFAULT_MODEL_DIR
 from models.inference import SentimentEngine
-from tests.e2e.faults import PrivatePostgres, dlq_reasons, make_posts, report, stored_ids, wait_for
+from tests.e2e.faults import (
+    PrivatePostgres,
+    dlq_reasons,
+    make_posts,
+    report,
+    stored_ids,
+    wait_for,
+)
 from tests.ingest.kafka_io import read_topic
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.postgres]
@@ -106,8 +118,8 @@ def raw(post_id: str, text: str = "Apple declares regular quarterly dividend", *
 
 POISON: list[tuple[str, bytes]] = [
     ("bad_characters", raw("bad-nul", "Apple\u0000 dividend")),
-    ("bad_characters", b'{"id": "bad-sur", "source": "news", "text": "x \\ud800", '
-                       b'"published_at": "2026-11-02T09:00:00Z"}'),
+    ("bad_characters", (b'{"id": "bad-sur", "source": "news", "text": "x \\ud800", '
+                        b'"published_at": "2026-11-02T09:00:00Z"}')),
     ("too_deep", b'{"id": "bad-deep", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
     ("bad_timestamp", raw("bad-ts-low", published_at="0001-01-01T00:00:00+14:00")),
     ("bad_timestamp", raw("bad-ts-high", published_at="9999-12-31T23:59:59-14:00")),

@@ -24,7 +24,15 @@ import pytest
 from finpulse.storage import Storage
 from ingest.producer import PostProducer
 from ingest.topics import ensure_topics
-from tests.e2e.faults import make_posts, report, scorer_env, start_scorer, stop, stored_ids, wait_for
+from tests.e2e.faults import (
+    make_posts,
+    report,
+    scorer_env,
+    start_scorer,
+    stop,
+    stored_ids,
+    wait_for,
+)
 from tests.ingest.kafka_io import read_topic
 
 pytestmark = [pytest.mark.timeout(400), pytest.mark.postgres]

@@ -67,8 +67,8 @@ CASES = [
     ("too_deep", b"[" * 20_000 + b"]" * 20_000, "nested"),
     ("too_deep", b'{"id": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", "nested"),
     ("bad_characters", message(text="before\u0000after"), "text: character U+0000 at position 6"),
-    ("bad_characters", b'{"id": "n-1", "source": "news", "text": "x\\ud800", '
-                       b'"published_at": "2024-05-01T13:30:00Z"}', "U+D800"),
+    ("bad_characters", (b'{"id": "n-1", "source": "news", "text": "x\\ud800", '
+                        b'"published_at": "2024-05-01T13:30:00Z"}'), "U+D800"),
     ("bad_characters", message(title="\u0000"), "title"),
     ("bad_characters", message(tickers=["BA\u0000"]), "tickers"),
     ("future_timestamp", message(published_at="2024-05-01T13:36:00Z"), "ahead of"),

@@ -84,3 +84,38 @@ def test_topics_get_their_partitions_from_settings(kafka_settings: KafkaSettings
     kafka = kafka_settings.model_copy(update={"topic_partitions": 6})
     ensure_topics(kafka)
     assert _kafka_topic_partitions(kafka) == {kafka.news_topic: 6, kafka.social_topic: 6}
+
+
+def _committed(kafka: KafkaSettings) -> int | None:
+    from kafka import KafkaConsumer, TopicPartition
+
+    reader = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=kafka.group_id,
+                           enable_auto_commit=False)
+    try:
+        return reader.committed(TopicPartition(kafka.news_topic, 0))
+    finally:
+        reader.close()
+
+
+def test_a_rebalance_commits_durable_batches_before_revoking(kafka_settings: KafkaSettings) -> None:
+    """A batch stored but not yet committed (its commit waits out an outage) is committed on revoke."""
+    import time
+
+    ensure_topics(kafka_settings, partitions=1)
+    with PostConsumer(kafka_settings, max_text_chars=200) as first:
+        wait_for_assignment(first)
+        with PostProducer(kafka_settings) as producer:
+            for i in range(3):
+                producer.publish_post(make_post(i))
+            producer.flush()
+        (batch,) = poll_until(first, lambda bs: sum(len(b) for b in bs) >= 3)
+        first.mark_durable(batch)
+        with PostConsumer(kafka_settings, max_text_chars=200) as second:
+            redelivered = []
+            deadline = time.monotonic() + 30
+            while _committed(kafka_settings) != 3 and time.monotonic() < deadline:
+                first.keep_alive(0.3)  # the first member waits (e.g. on the database) yet rejoins
+                redelivered += second.poll_batch(10, 300).posts
+            assert _committed(kafka_settings) == 3
+            redelivered += second.poll_batch(10, 1000).posts
+            assert redelivered == []
