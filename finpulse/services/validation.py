@@ -64,6 +64,8 @@ def split_conflicts(
     Raises:
         StorageError: the database could not be read.
     """
+    if not posts:
+        return [], []
     ids = list(dict.fromkeys(c.post.id for c in posts))
     stored: dict[str, dict[str, Any]] = {}
     with storage.begin() as conn:

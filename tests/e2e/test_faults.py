@@ -116,18 +116,18 @@ def raw(post_id: str, text: str = "Apple declares regular quarterly dividend", *
     return json.dumps(base).encode()
 
 
-POISON: list[tuple[str, bytes]] = [
-    ("bad_characters", raw("bad-nul", "Apple\u0000 dividend")),
-    ("bad_characters", (b'{"id": "bad-sur", "source": "news", "text": "x \\ud800", '
+POISON: list[tuple[str, str, bytes]] = [  # (input, DLQ reason, message)
+    ("NUL (\\u0000) in text", "bad_characters", raw("bad-nul", "Apple\u0000 dividend")),
+    ("lone surrogate (\\ud800) in text", "bad_characters", (b'{"id": "bad-sur", "source": "news", "text": "x \\ud800", '
                         b'"published_at": "2026-11-02T09:00:00Z"}')),
-    ("too_deep", b'{"id": "bad-deep", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
-    ("bad_timestamp", raw("bad-ts-low", published_at="0001-01-01T00:00:00+14:00")),
-    ("bad_timestamp", raw("bad-ts-high", published_at="9999-12-31T23:59:59-14:00")),
-    ("future_timestamp", raw("bad-future", published_at="2099-01-01T00:00:00Z")),
-    ("oversized", raw("bad-big", "x" * 5_000_000)),
-    ("conflicting_id", raw("p-0", "Microsoft cuts jobs", tickers=["MSFT"])),
-    ("internal", raw("bad-explode", "Apple EXPLODE dividend")),
-    ("not_json", b"{this is not json"),
+    ("JSON nested 100,000 deep", "too_deep", b'{"id": "bad-deep", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+    ("published_at 0001-01-01T00:00:00+14:00", "bad_timestamp", raw("bad-ts-low", published_at="0001-01-01T00:00:00+14:00")),
+    ("published_at 9999-12-31T23:59:59-14:00", "bad_timestamp", raw("bad-ts-high", published_at="9999-12-31T23:59:59-14:00")),
+    ("published_at 2099 (future)", "future_timestamp", raw("bad-future", published_at="2099-01-01T00:00:00Z")),
+    ("5 MB message", "oversized", raw("bad-big", "x" * 5_000_000)),
+    ("id p-0 re-published with other text and tickers", "conflicting_id", raw("p-0", "Microsoft cuts jobs", tickers=["MSFT"])),
+    ("input that makes the model raise", "internal", raw("bad-explode", "Apple EXPLODE dividend")),
+    ("not JSON", "not_json", b"{this is not json"),
 ]
 
 
@@ -138,13 +138,16 @@ def test_poison_inputs_go_to_the_dlq_and_valid_posts_behind_them_are_stored_once
     ensure_topics(settings.kafka, partitions=1)  # one partition: poison strictly interleaved
     storage = Storage(postgres_url)
     storage.migrate()
-    valid = make_posts(10 * len(POISON))
+    valid = make_posts(10 * len(POISON) + 1)
     metrics = Metrics(CollectorRegistry())
     running = Running(ScorerService(settings, engine=ExplodingEngine(engine), storage=storage, metrics=metrics))
     try:
         with PostProducer(settings.kafka, max_request_size=8 * 1024 * 1024) as producer:
-            producer.publish_post(valid[0])
-            for i, (_, value) in enumerate(POISON):
+            # Everything on one partition of one topic, so the order of consumption is known:
+            # p-0 is stored before its conflicting re-publish arrives.
+            producer.publish_raw(settings.kafka.news_topic, valid[0].model_dump_json().encode(),
+                                 key=post_key(valid[0]))
+            for i, (_, _, value) in enumerate(POISON):
                 producer.publish_raw(settings.kafka.news_topic, value, key=post_key(valid[0]))
                 for post in valid[10 * i + 1 : 10 * i + 11]:
                     producer.publish_raw(settings.kafka.news_topic, post.model_dump_json().encode(),
@@ -158,10 +161,10 @@ def test_poison_inputs_go_to_the_dlq_and_valid_posts_behind_them_are_stored_once
         stored = stored_ids(storage)
         assert stored == Counter(p.id for p in valid)
         reasons = dlq_reasons(settings.kafka, len(POISON))
-        assert reasons == Counter(reason for reason, _ in POISON)
-        for i, (reason, _) in enumerate(POISON):
+        assert reasons == Counter(reason for _, reason, _ in POISON)
+        for i, (label, reason, _) in enumerate(POISON):
             behind = Counter({p.id: stored[p.id] for p in valid[10 * i + 1 : 10 * i + 11]})
-            report(f"poison: {reason}, then 10 valid posts", 11, behind, 1, None)
+            report(f"{label} -> {reason}, then 10 valid posts", 11, behind, 1, None)
         report("poison inputs (all above) + valid posts", len(valid) + len(POISON), stored,
                sum(reasons.values()), drained_s)
         first = storage.scores(ticker="MSFT")
@@ -173,7 +176,7 @@ def test_poison_inputs_go_to_the_dlq_and_valid_posts_behind_them_are_stored_once
             "finpulse_ingest_messages_invalid_total", {"reason": "oversized"}) == 1
         big = [r for r in read_topic(settings.kafka, settings.kafka.dlq_topic, len(POISON))
                if dict(r.headers)["reason"] == b"oversized"][0]
-        assert dict(big.headers)["original_bytes"] == str(len(POISON[6][1])).encode()
+        assert dict(big.headers)["original_bytes"] == str(len(POISON[6][2])).encode()
     finally:
         running.close()
         storage.dispose()
