@@ -1,6 +1,6 @@
 """Raw message bytes -> ``Post``, or ``MalformedMessage`` saying why not.
 
-Reasons (``MalformedMessage.reason``), checked in this order:
+Reasons (``MalformedMessage.reason``):
 
 ``not_utf8``       the bytes are not UTF-8
 ``not_json``       no value, or not JSON
@@ -15,12 +15,13 @@ Reasons (``MalformedMessage.reason``), checked in this order:
 ``too_deep``       JSON nested deeper than Python's parser can follow (``RecursionError``)
 ``bad_characters`` a string holds a NUL (``\\u0000``) or a lone UTF-16 surrogate
                    (``\\ud800``): characters PostgreSQL cannot store in ``text``. Refused, not
-                   sanitised, so a stored post is always byte-for-byte what was sent
+                   sanitised, so a stored text is always the text that was sent
 ``future_timestamp`` ``published_at`` is more than the tolerance ahead of the time the
                    message is consumed (only when the caller passes ``now``)
 
 The consumer adds ``internal`` for an unexpected exception while decoding one message,
-and the scorer adds ``conflicting_id`` (see ``finpulse.services.validation``).
+and the scorer adds ``conflicting_id``, ``db_refused`` and ``internal`` for what a later
+step refuses (see ``finpulse.services.validation``).
 """
 
 from __future__ import annotations
