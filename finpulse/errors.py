@@ -33,7 +33,17 @@ class ConfigError(FinpulseError):
 
 
 class IngestError(FinpulseError):
-    """The broker could not be reached, or a publish/commit failed."""
+    """The broker could not be reached, or a publish/commit failed.
+
+    Attributes:
+        transient: True when retrying may succeed (broker unreachable, a timeout); False
+            when it cannot (e.g. an offset commit refused because a rebalance moved the
+            partitions to another consumer).
+    """
+
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class MalformedMessage(IngestError, ValueError):
@@ -41,7 +51,8 @@ class MalformedMessage(IngestError, ValueError):
 
     Attributes:
         reason: a short machine-readable reason (``not_utf8``, ``not_json``,
-            ``invalid``, ``empty_text``, ``oversized``, ``bad_timestamp``).
+            ``invalid``, ``empty_text``, ``oversized``, ``bad_timestamp``, ...; the list
+            is in docs/metrics.md), ``internal`` for an unexpected exception.
         detail: a human-readable explanation.
         topic, partition, offset: where the message came from, when known.
     """
@@ -55,12 +66,19 @@ class MalformedMessage(IngestError, ValueError):
         partition: int | None = None,
         offset: int | None = None,
     ) -> None:
-        super().__init__(f"{reason}: {detail}")
+        super().__init__(f"{reason}: {detail}", transient=False)
         self.reason = reason
         self.detail = detail
         self.topic = topic
         self.partition = partition
         self.offset = offset
+
+    @classmethod
+    def internal(cls, exc: BaseException) -> MalformedMessage:
+        """The DLQ entry for an unexpected exception while handling one message."""
+        text = str(exc).strip()
+        detail = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+        return cls("internal", detail[:500])
 
 
 class ModelError(FinpulseError):

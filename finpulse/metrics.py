@@ -73,6 +73,8 @@ class Metrics:
         notifier_delivery_latency: seconds from the alert event stored to its delivery.
         api_requests: API requests by method, route template and status code.
         api_request_duration: API request handling time by route template.
+        scorer_faults: faults the scorer handled, by kind.
+        scorer_retries: retries after transient faults, by operation.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -137,6 +139,18 @@ class Metrics:
         self.consumer_lag = Gauge(
             "finpulse_scorer_consumer_lag_messages",
             "Messages behind the newest offset, summed over the assigned partitions.",
+            **kw,
+        )
+        self.scorer_faults = Counter(
+            "finpulse_scorer_faults_total",
+            "Faults the scorer handled, by kind (transient, message, internal, fatal).",
+            ["kind"],
+            **kw,
+        )
+        self.scorer_retries = Counter(
+            "finpulse_scorer_retries_total",
+            "Retries after a transient fault, by operation (store, publish, commit, poll, reload).",
+            ["operation"],
             **kw,
         )
 

@@ -35,9 +35,20 @@ class KafkaSettings(Section):
     scored_topic: str = "finpulse.scored"
     dlq_topic: str = "finpulse.dlq"
     group_id: str = "finpulse-scorer"
-    # Short session timeouts make group joins take ~3 s instead of ~23 s.
-    session_timeout_ms: int = Field(default=6000, ge=1000)
-    heartbeat_interval_ms: int = Field(default=1000, ge=100)
+    # Production defaults (Kafka's own). The demo and the tests set 6000/1000, which makes
+    # group joins take ~3 s instead of ~23 s but evicts a consumer after a 6 s stall.
+    session_timeout_ms: int = Field(default=45000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=3000, ge=100)
+    # Longest gap between two polls before the group gives the partitions away; the scorer
+    # polls while it waits out an outage, so only one batch's work must fit in it.
+    max_poll_interval_ms: int = Field(default=300000, ge=1000)
+    # Large enough that an oversized message is fetched and refused to the DLQ, never stuck.
+    max_partition_fetch_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    fetch_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    request_timeout_ms: int = Field(default=30000, ge=1000)
+    # Topics finpulse creates when they are missing (existing topics are left as they are).
+    topic_partitions: int = Field(default=3, ge=1)
+    topic_replication_factor: int = Field(default=1, ge=1)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -67,6 +78,13 @@ class ScorerSettings(Section):
     max_batch_size: int = Field(default=128, ge=1, le=10000)
     max_wait_ms: int = Field(default=200, ge=0, le=60000)
     max_text_chars: int = Field(default=20000, ge=1)
+    # Larger raw messages go to the DLQ as ``oversized`` (only their first 64 KiB are kept there).
+    max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # A post dated further ahead of its consume time goes to the DLQ as ``future_timestamp``.
+    future_tolerance_s: float = Field(default=300.0, ge=0)
+    # Capped exponential back-off (with jitter) while the database or the broker is down.
+    retry_base_s: float = Field(default=0.5, gt=0)
+    retry_cap_s: float = Field(default=30.0, gt=0)
 
 
 class AlertSettings(Section):

@@ -2,9 +2,14 @@
 
 At-least-once: ``poll_batch`` never commits. The caller makes the batch durable, then
 ``commit(batch)`` commits exactly the offsets after it. A message that cannot become a
-``Post`` is published to the dead-letter topic (value: the original bytes; headers: the
-reason, detail and source position) and the DLQ publish is flushed before
-``poll_batch`` returns, so committing the batch never loses a bad message either.
+``Post`` is published to the dead-letter topic (``ingest.dlq``) and the DLQ publish is
+flushed before ``poll_batch`` returns, so committing the batch never loses a bad message
+either. Anything unexpected while decoding one message is the DLQ reason ``internal``.
+
+While its caller waits out an outage, ``keep_alive`` pauses the partitions and keeps
+polling, so the consumer stays in its group (``max_poll_interval_ms`` never expires) and
+resumes where it was. A rebalance listener commits the offsets of batches that are durable
+but not yet committed before their partitions are revoked.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import Any
 
@@ -21,8 +27,8 @@ from finpulse.schemas import Post
 from finpulse.settings import KafkaSettings
 from ingest.client import client_config
 from ingest.decoding import decode_post
+from ingest.dlq import DeadLetters, position
 from ingest.entities import TickerExtractor
-from ingest.producer import PostProducer
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +38,8 @@ class ConsumedPost:
     """A valid post and where it came from.
 
     ``timestamp_ms`` is the Kafka message timestamp (publish time, ms since the epoch),
-    the start of the end-to-end latency.
+    the start of the end-to-end latency. ``raw`` and ``key`` are the message as received,
+    for the DLQ when a later step refuses the post.
     """
 
     post: Post
@@ -40,6 +47,8 @@ class ConsumedPost:
     partition: int
     offset: int
     timestamp_ms: int
+    raw: bytes | None = field(default=None, repr=False)
+    key: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -68,20 +77,6 @@ class PolledBatch:
         return not self.offsets
 
 
-def dlq_headers(error: MalformedMessage, timestamp_ms: int | None = None) -> list[tuple[str, bytes]]:
-    """The headers of a dead-letter message: why it failed and where it came from."""
-    headers = [
-        ("reason", error.reason.encode("utf-8")),
-        ("detail", error.detail.encode("utf-8")),
-        ("source_topic", (error.topic or "").encode("utf-8")),
-        ("source_partition", str(error.partition).encode("ascii")),
-        ("source_offset", str(error.offset).encode("ascii")),
-    ]
-    if timestamp_ms is not None:
-        headers.append(("source_timestamp_ms", str(timestamp_ms).encode("ascii")))
-    return headers
-
-
 class PostConsumer:
     """Consumes the raw topics in a consumer group, in batches, without auto-commit.
 
@@ -90,6 +85,10 @@ class PostConsumer:
         max_text_chars: the longest post text accepted (longer ones go to the DLQ).
         extractor: fills in tickers of posts that have none; ``None``: the bundled one.
         topics: topics to subscribe to; default ``kafka.raw_topics``.
+        max_message_bytes: larger messages go to the DLQ as ``oversized``; ``None``: a
+            bound derived from ``max_text_chars``.
+        future_tolerance_s: posts dated further ahead of their consume time go to the
+            DLQ as ``future_timestamp``; ``None``: no such check.
 
     Raises:
         ConfigError: no broker is configured.
@@ -103,14 +102,33 @@ class PostConsumer:
         max_text_chars: int,
         extractor: TickerExtractor | None = None,
         topics: Sequence[str] | None = None,
+        max_message_bytes: int | None = None,
+        future_tolerance_s: float | None = None,
     ) -> None:
-        from kafka import KafkaConsumer
+        from kafka import AsyncConsumerRebalanceListener, KafkaConsumer
         from kafka.errors import KafkaError
 
         self.kafka = kafka
         self.max_text_chars = max_text_chars
+        self.max_message_bytes = max_message_bytes
+        self.future_tolerance = (
+            timedelta(seconds=future_tolerance_s) if future_tolerance_s is not None else None
+        )
         self.extractor = extractor if extractor is not None else TickerExtractor.default()
         self.topics = tuple(topics) if topics is not None else kafka.raw_topics
+        # Offsets of batches whose results are durable but not yet committed.
+        self._durable: dict[Any, Any] = {}
+        consumer = self
+
+        class _CommitBeforeRevoke(AsyncConsumerRebalanceListener):  # type: ignore[misc]
+            # kafka-python 3 runs listeners on its IO loop: a blocking commit there would
+            # deadlock, so the commit is awaited.
+            async def on_partitions_revoked(self, revoked: Any) -> None:
+                await consumer._commit_durable(set(revoked))
+
+            async def on_partitions_assigned(self, assigned: Any) -> None:
+                logger.info("assigned %d partition(s)", len(assigned))
+
         try:
             self._consumer = KafkaConsumer(
                 **client_config(kafka),
@@ -119,12 +137,16 @@ class PostConsumer:
                 auto_offset_reset="earliest",
                 session_timeout_ms=kafka.session_timeout_ms,
                 heartbeat_interval_ms=kafka.heartbeat_interval_ms,
+                max_poll_interval_ms=kafka.max_poll_interval_ms,
+                max_partition_fetch_bytes=kafka.max_partition_fetch_bytes,
+                fetch_max_bytes=kafka.fetch_max_bytes,
+                request_timeout_ms=kafka.request_timeout_ms,
             )
-            self._consumer.subscribe(list(self.topics))
+            self._consumer.subscribe(list(self.topics), listener=_CommitBeforeRevoke())
         except KafkaError as exc:
             raise IngestError(f"cannot reach the broker at {kafka.bootstrap_servers}: {exc}") from exc
         try:
-            self._dlq = PostProducer(kafka)
+            self._dlq = DeadLetters(kafka)
         except BaseException:
             self._consumer.close(autocommit=False)
             raise
@@ -195,36 +217,28 @@ class PostConsumer:
         invalid: list[MalformedMessage] = []
         offsets: dict[Any, Any] = {}
         starts: dict[Any, int] = {}
+        now = datetime.now(timezone.utc) if self.future_tolerance is not None else None
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
             starts.setdefault(tp, record.offset)
             offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
             try:
-                post = decode_post(
-                    record.value, max_text_chars=self.max_text_chars, extractor=self.extractor
-                )
+                post = self._decode(record.value, now)
             except MalformedMessage as exc:
-                exc.topic, exc.partition, exc.offset = record.topic, record.partition, record.offset
-                invalid.append(exc)
+                invalid.append(position(exc, record))
                 logger.warning(
                     "malformed message %s[%d]@%d -> %s: %s: %s",
                     record.topic, record.partition, record.offset,
                     self.kafka.dlq_topic, exc.reason, exc.detail,
                 )  # fmt: skip
                 try:
-                    self._dlq.publish_raw(
-                        self.kafka.dlq_topic,
-                        record.value,
-                        key=record.key,
-                        headers=dlq_headers(exc, record.timestamp),
-                    )
+                    self._dlq.publish(exc, record.value, key=record.key, timestamp_ms=record.timestamp)
                 except IngestError:
                     self._rewind(starts)
                     raise
                 continue
-            posts.append(
-                ConsumedPost(post, record.topic, record.partition, record.offset, record.timestamp)
-            )
+            posts.append(ConsumedPost(post, record.topic, record.partition, record.offset,
+                                      record.timestamp, raw=record.value, key=record.key))
         if invalid:
             try:
                 self._dlq.flush()
@@ -232,6 +246,77 @@ class PostConsumer:
                 self._rewind(starts)
                 raise
         return PolledBatch(posts=posts, invalid=invalid, offsets=offsets, start_offsets=starts)
+
+    def _decode(self, value: bytes | None, now: datetime | None) -> Post:
+        """Decode one message; anything unexpected becomes the DLQ reason ``internal``."""
+        try:
+            return decode_post(
+                value,
+                max_text_chars=self.max_text_chars,
+                extractor=self.extractor,
+                max_message_bytes=self.max_message_bytes,
+                now=now,
+                future_tolerance=self.future_tolerance or timedelta(0),
+            )
+        except MalformedMessage:
+            raise
+        except Exception as exc:  # no single message may stop the stream
+            logger.exception("unexpected error decoding a message")
+            raise MalformedMessage.internal(exc) from exc
+
+    def dead_letter(self, refused: Sequence[tuple[ConsumedPost, MalformedMessage]]) -> None:
+        """Publish posts that a later step refused to the DLQ, and flush.
+
+        Args:
+            refused: each post with the error saying why (its position is filled in).
+
+        Raises:
+            IngestError: the publish or the flush failed; call again (the DLQ may then
+                hold a letter twice, never none).
+        """
+        for consumed, error in refused:
+            error.topic, error.partition, error.offset = (
+                consumed.topic, consumed.partition, consumed.offset
+            )
+            logger.warning(
+                "refused message %s[%d]@%d -> %s: %s: %s",
+                consumed.topic, consumed.partition, consumed.offset,
+                self.kafka.dlq_topic, error.reason, error.detail,
+            )  # fmt: skip
+            raw = consumed.raw if consumed.raw is not None else consumed.post.model_dump_json().encode()
+            self._dlq.publish(error, raw, key=consumed.key, timestamp_ms=consumed.timestamp_ms)
+        if refused:
+            self._dlq.flush()
+
+    def keep_alive(self, seconds: float) -> None:
+        """Wait ``seconds`` while staying in the consumer group, consuming nothing.
+
+        The assigned partitions are paused and ``poll`` keeps running (heartbeats,
+        ``max_poll_interval_ms``, rebalances); a record that still arrives (a partition
+        assigned meanwhile) is sought back, so nothing is skipped.
+        """
+        from kafka.errors import KafkaError
+
+        deadline = time.monotonic() + max(seconds, 0.0)
+        try:
+            while True:
+                assigned = self._consumer.assignment()
+                if assigned:
+                    self._consumer.pause(*assigned)
+                remaining_ms = int((deadline - time.monotonic()) * 1000)
+                if remaining_ms <= 0:
+                    break
+                polled = self._consumer.poll(timeout_ms=min(remaining_ms, 500))
+                records = [r for batch in polled.values() for r in batch]
+                if records:
+                    self._rewind_records(records)
+        except KafkaError as exc:
+            logger.warning("polling while paused: %s", exc)
+            time.sleep(max(deadline - time.monotonic(), 0.0))
+        finally:
+            paused = self._consumer.paused()
+            if paused:
+                self._consumer.resume(*paused)
 
     def _rewind_records(self, records: list[Any]) -> None:
         from kafka import TopicPartition
@@ -255,29 +340,61 @@ class PostConsumer:
         """
         self._rewind(batch.start_offsets)
 
+    def mark_durable(self, batch: PolledBatch) -> None:
+        """Record that ``batch``'s results are durable: a rebalance commits it before revoking."""
+        self._durable.update(batch.offsets)
+
+    async def _commit_durable(self, revoked: set[Any]) -> None:
+        offsets = {tp: om for tp, om in self._durable.items() if tp in revoked}
+        for tp in revoked:
+            self._durable.pop(tp, None)
+        if not offsets:
+            return
+        try:
+            # The awaitable form of KafkaConsumer.commit (kafka-python 3 has no public one).
+            coordinator = self._consumer._coordinator
+            await coordinator._commit_offsets_sync_async(offsets, self.kafka.request_timeout_ms)
+            logger.info("committed %d durable partition offset(s) before revocation", len(offsets))
+        except Exception as exc:  # the new owner redelivers them; the database ignores repeats
+            logger.warning("commit before revocation failed (%s); the batch comes again", exc)
+
     def commit(self, batch: PolledBatch) -> None:
         """Commit, synchronously, the offsets just after ``batch``.
 
-        Call it only once the batch's results are durable.
+        Call it only once the batch's results are durable. Partitions no longer assigned
+        are skipped: their new owner has the batch delivered again.
 
         Args:
             batch: a batch returned by ``poll_batch`` on this consumer.
 
         Raises:
-            IngestError: the commit failed (e.g. ``CommitFailedError`` after a rebalance
-                moved the partitions elsewhere); the batch will be delivered again.
+            IngestError: the commit failed; ``transient`` is True when the broker was
+                unreachable or timed out (retry), False when a rebalance moved the
+                partitions elsewhere (the batch will be delivered again to their new owner).
         """
-        from kafka.errors import KafkaError
+        from kafka.errors import CommitFailedError, KafkaError
 
         if not batch.offsets:
             return
         if self._closed:
-            raise IngestError("cannot commit: the consumer is closed")
+            raise IngestError("cannot commit: the consumer is closed", transient=False)
+        assigned = self._consumer.assignment()
+        offsets = {tp: om for tp, om in batch.offsets.items() if tp in assigned}
         try:
-            self._consumer.commit(offsets=dict(batch.offsets))
+            if offsets:
+                self._consumer.commit(offsets=offsets, timeout_ms=self.kafka.request_timeout_ms)
+        except CommitFailedError as exc:
+            raise IngestError(f"commit of {len(batch)} message(s) refused: {exc}",
+                              transient=False) from exc
         except KafkaError as exc:
             raise IngestError(f"commit of {len(batch)} message(s) failed: {exc}") from exc
-        logger.debug("committed offsets %s", batch.offsets)
+        for tp in batch.offsets:
+            if tp in self._durable and self._durable[tp].offset <= batch.offsets[tp].offset:
+                del self._durable[tp]
+        if len(offsets) < len(batch.offsets):
+            logger.warning("%d partition(s) of the batch were revoked before the commit",
+                           len(batch.offsets) - len(offsets))
+        logger.debug("committed offsets %s", offsets)
 
     def close(self) -> None:
         """Leave the group (without committing) and close the connections. Safe to call twice."""

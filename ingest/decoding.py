@@ -1,6 +1,6 @@
 """Raw message bytes -> ``Post``, or ``MalformedMessage`` saying why not.
 
-Reasons (``MalformedMessage.reason``), checked in this order:
+Reasons (``MalformedMessage.reason``):
 
 ``not_utf8``       the bytes are not UTF-8
 ``not_json``       no value, or not JSON
@@ -9,14 +9,26 @@ Reasons (``MalformedMessage.reason``), checked in this order:
 ``empty_text``     ``text`` is empty or only whitespace
 ``oversized``      ``text`` or ``title`` is longer than ``max_text_chars`` (or the whole
                    message is far too large to be a post)
-``bad_timestamp``  ``published_at`` is not an ISO-8601 string with a UTC offset; naive
-                   timestamps are rejected rather than guessed to be UTC
+``bad_timestamp``  ``published_at`` is not an ISO-8601 string with a UTC offset (naive
+                   timestamps are rejected rather than guessed to be UTC), or its UTC value
+                   falls outside years 1-9999 (``0001-01-01T00:00:00+14:00``)
+``too_deep``       JSON nested deeper than Python's parser can follow (``RecursionError``)
+``bad_characters`` a string holds a NUL (``\\u0000``) or a lone UTF-16 surrogate
+                   (``\\ud800``): characters PostgreSQL cannot store in ``text``. Refused, not
+                   sanitised, so a stored text is always the text that was sent
+``future_timestamp`` ``published_at`` is more than the tolerance ahead of the time the
+                   message is consumed (only when the caller passes ``now``)
+
+The consumer adds ``internal`` for an unexpected exception while decoding one message,
+and the scorer adds ``conflicting_id``, ``db_refused`` and ``internal`` for what a later
+step refuses (see ``finpulse.services.validation``).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pydantic import AwareDatetime, TypeAdapter, ValidationError
@@ -25,12 +37,18 @@ from finpulse.errors import MalformedMessage
 from finpulse.schemas import Post
 from ingest.entities import TickerExtractor
 
-REASONS = ("not_utf8", "not_json", "invalid", "empty_text", "oversized", "bad_timestamp")
+REASONS = (
+    "not_utf8", "not_json", "too_deep", "invalid", "bad_characters", "empty_text", "oversized",
+    "bad_timestamp", "future_timestamp",
+)
 
 _AWARE = TypeAdapter(AwareDatetime)
 # pydantic would read "1700000000" as a Unix time; the contract is ISO-8601 only.
 _NUMERIC = re.compile(r"^\s*[-+]?\d+(?:\.\d*)?\s*$")
 _RAW_SLACK_BYTES = 64 * 1024
+# NUL and lone surrogates: valid in a JSON string, refused by PostgreSQL (and by UTF-8).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_STRING_FIELDS = ("id", "source", "text", "title", "url", "author", "lang")
 
 
 def parse_timestamp(value: Any) -> AwareDatetime:
@@ -50,7 +68,7 @@ def parse_timestamp(value: Any) -> AwareDatetime:
             "bad_timestamp", f"published_at must be an ISO-8601 string, got {value!r:.80}"
         )
     try:
-        return _AWARE.validate_python(value)
+        parsed = _AWARE.validate_python(value)
     except ValidationError as exc:
         error = exc.errors()[0]
         if error["type"] == "timezone_aware":
@@ -58,6 +76,30 @@ def parse_timestamp(value: Any) -> AwareDatetime:
         else:
             detail = f"published_at {value!r:.80}: {error['msg']}"
         raise MalformedMessage("bad_timestamp", detail) from exc
+    try:
+        # Every later step (storage, windows) works in UTC; 0001-01-01T00:00+14:00 has no UTC value.
+        parsed.astimezone(timezone.utc)
+    except (OverflowError, ValueError) as exc:
+        raise MalformedMessage(
+            "bad_timestamp", f"published_at {value!r:.80} is out of range in UTC"
+        ) from exc
+    return parsed
+
+
+def _check_characters(data: dict[str, Any]) -> None:
+    values = [(name, data.get(name)) for name in _STRING_FIELDS]
+    tickers = data.get("tickers")
+    if isinstance(tickers, list):
+        values += [("tickers", t) for t in tickers]
+    for name, value in values:
+        if isinstance(value, str):
+            found = _UNSTORABLE.search(value)
+            if found:
+                raise MalformedMessage(
+                    "bad_characters",
+                    f"{name}: character U+{ord(found.group()):04X} at position {found.start()}"
+                    " cannot be stored",
+                )
 
 
 def _check_text(data: dict[str, Any], max_text_chars: int) -> None:
@@ -91,6 +133,9 @@ def decode_post(
     *,
     max_text_chars: int,
     extractor: TickerExtractor | None = None,
+    max_message_bytes: int | None = None,
+    now: datetime | None = None,
+    future_tolerance: timedelta = timedelta(minutes=5),
 ) -> Post:
     """Decode and validate one raw-topic message into a ``Post``.
 
@@ -101,6 +146,11 @@ def decode_post(
         value: the message value as received.
         max_text_chars: the longest ``text`` (and ``title``) accepted, in characters.
         extractor: finds tickers; ``None`` uses the bundled S&P 500 extractor.
+        max_message_bytes: the largest message accepted, in bytes; ``None``: a bound
+            derived from ``max_text_chars``.
+        now: the consume time; when given, a post dated more than ``future_tolerance``
+            after it is refused (``future_timestamp``).
+        future_tolerance: how far ahead of ``now`` a post may be dated.
 
     Returns:
         The validated post.
@@ -112,8 +162,9 @@ def decode_post(
     if not value:
         raise MalformedMessage("not_json", "the message has no value")
     # JSON escapes take at most 12 bytes per character; anything far beyond that is not a post.
-    if len(value) > 12 * max_text_chars + _RAW_SLACK_BYTES:
-        raise MalformedMessage("oversized", f"message of {len(value)} bytes")
+    limit = max_message_bytes if max_message_bytes is not None else 12 * max_text_chars + _RAW_SLACK_BYTES
+    if len(value) > limit:
+        raise MalformedMessage("oversized", f"message of {len(value)} bytes (limit {limit})")
     try:
         raw = value.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -124,12 +175,21 @@ def decode_post(
         raise MalformedMessage(
             "not_json", f"{exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from exc
+    except RecursionError as exc:
+        raise MalformedMessage("too_deep", "JSON nested too deeply to parse") from exc
     if not isinstance(data, dict):
         raise MalformedMessage("invalid", f"expected a JSON object, got {type(data).__name__}")
+    _check_characters(data)
     _check_text(data, max_text_chars)
     if "published_at" not in data or data["published_at"] is None:
         raise MalformedMessage("invalid", "published_at: field required")
     data["published_at"] = parse_timestamp(data["published_at"])
+    if now is not None and data["published_at"] > now + future_tolerance:
+        raise MalformedMessage(
+            "future_timestamp",
+            f"published_at {data['published_at'].isoformat()} is more than "
+            f"{future_tolerance.total_seconds():.0f} s ahead of {now.isoformat(timespec='seconds')}",
+        )
     tickers = data.get("tickers")
     if tickers is not None and not (
         isinstance(tickers, list) and all(isinstance(t, str) for t in tickers)
@@ -139,6 +199,8 @@ def decode_post(
         post = Post.model_validate(data)
     except ValidationError as exc:
         raise _validation_to_malformed(exc) from exc
+    except RecursionError as exc:  # a deeply nested value in some field
+        raise MalformedMessage("too_deep", "a field is nested too deeply to validate") from exc
     if not post.tickers:
         finder = extractor if extractor is not None else TickerExtractor.default()
         found = finder.extract(f"{post.title}\n{post.text}" if post.title else post.text)

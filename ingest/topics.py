@@ -15,15 +15,19 @@ from ingest.client import client_config
 logger = logging.getLogger(__name__)
 
 
-def ensure_topics(kafka: KafkaSettings, partitions: int = 3, replication_factor: int = 1) -> None:
+def ensure_topics(
+    kafka: KafkaSettings, partitions: int | None = None, replication_factor: int | None = None
+) -> None:
     """Create the raw, scored and dead-letter topics that do not exist yet.
 
     Idempotent: existing topics are left as they are (their partition count included).
 
     Args:
         kafka: the Kafka settings naming the broker and the topics.
-        partitions: partitions of each new topic (posts are keyed by ticker).
-        replication_factor: replicas of each new topic (1 for a single broker).
+        partitions: partitions of each new topic (posts are keyed by ticker); default
+            ``kafka.topic_partitions``.
+        replication_factor: replicas of each new topic (1 for a single broker); default
+            ``kafka.topic_replication_factor``.
 
     Raises:
         ConfigError: no broker is configured.
@@ -33,6 +37,10 @@ def ensure_topics(kafka: KafkaSettings, partitions: int = 3, replication_factor:
     from kafka.admin import NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+    partitions = kafka.topic_partitions if partitions is None else partitions
+    replication_factor = (
+        kafka.topic_replication_factor if replication_factor is None else replication_factor
+    )
     if partitions < 1:
         raise ValueError("partitions must be at least 1")
     wanted = [kafka.news_topic, kafka.social_topic, kafka.scored_topic, kafka.dlq_topic]

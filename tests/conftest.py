@@ -45,6 +45,9 @@ def kafka_settings(broker: str) -> KafkaSettings:
         scored_topic=f"scored-{tag}",
         dlq_topic=f"dlq-{tag}",
         group_id=f"group-{tag}",
+        # Quick group joins; the production defaults are 45000/3000.
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
     )
 
 

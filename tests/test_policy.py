@@ -19,6 +19,7 @@ from finpulse.storage import Storage
         (StorageError("refused", transient=False), "message"),
         (StorageError("unreachable"), "transient"),
         (IngestError("broker down"), "transient"),
+        (IngestError("commit refused after a rebalance", transient=False), "message"),
         (ConnectionRefusedError(), "transient"),
         (ConfigError("bad"), "fatal"),
         (ModelError("corrupt"), "fatal"),
@@ -89,3 +90,18 @@ def test_postgres_refusals_and_outages_are_told_apart(postgres_url):
             conn.exec_driver_sql("SELECT 1")
     assert down.value.transient is True
     unreachable.dispose()
+
+
+def test_attempt_first_finishes_the_work_in_hand_but_retries_end_on_stop():
+    stop = threading.Event()
+    stop.set()
+    assert retry_transient(lambda: 7, stop=stop, what="x") is None
+    assert retry_transient(lambda: 7, stop=stop, what="x", attempt_first=True) == 7
+    calls = []
+
+    def down():
+        calls.append(1)
+        raise StorageError("unreachable")
+
+    assert retry_transient(down, stop=stop, what="x", attempt_first=True, wait=lambda s: None) is None
+    assert len(calls) == 1

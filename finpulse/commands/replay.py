@@ -30,9 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--partitions",
         type=int,
-        default=3,
+        default=None,
         metavar="N",
-        help="partitions of topics created if missing (default 3)",
+        help="partitions of topics created if missing (default: kafka.topic_partitions, 3)",
     )
     parser.add_argument("--progress", action="store_true", help="show a progress bar")
     parser.set_defaults(func=run)
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
     if args.rate is not None and args.rate <= 0:
         raise ConfigError("--rate must be positive", field="rate")
-    if args.partitions < 1:
+    if args.partitions is not None and args.partitions < 1:
         raise ConfigError("--partitions must be at least 1", field="partitions")
     if not args.file.is_file():
         raise DataError(f"file not found: {args.file}")

@@ -23,7 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
-from finpulse.errors import ConfigError, IngestError, MalformedMessage, ModelError, StorageError
+from finpulse.errors import (
+    ConfigError,
+    IngestError,
+    MalformedMessage,
+    ModelError,
+    StorageError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +41,9 @@ def classify(exc: BaseException) -> Fault:
     """Which of the three faults ``exc`` is; see the module docstring.
 
     A ``StorageError`` is transient unless the database refused the data itself
-    (``StorageError.transient`` is False); an ``IngestError`` about the broker is transient;
+    (``StorageError.transient`` is False); an ``IngestError`` about the broker is transient
+    unless retrying cannot help (``IngestError.transient`` is False, e.g. a commit refused
+    after a rebalance);
     configuration and model-loading errors are fatal; a ``MalformedMessage`` and anything
     else is a message-level fault.
     """
@@ -44,7 +52,7 @@ def classify(exc: BaseException) -> Fault:
     if isinstance(exc, StorageError):
         return "transient" if exc.transient else "message"
     if isinstance(exc, IngestError):
-        return "transient"
+        return "transient" if exc.transient else "message"
     if isinstance(exc, (ConfigError, ModelError)):
         return "fatal"
     if isinstance(exc, (ConnectionError, TimeoutError)):
@@ -54,8 +62,7 @@ def classify(exc: BaseException) -> Fault:
 
 def internal_reason(exc: BaseException) -> MalformedMessage:
     """The DLQ entry for an unexpected exception while handling one message."""
-    detail = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-    return MalformedMessage("internal", detail[:500])
+    return MalformedMessage.internal(exc)
 
 
 @dataclass
@@ -88,6 +95,7 @@ def retry_transient(
     backoff: Backoff | None = None,
     on_retry: Callable[[BaseException, float], None] | None = None,
     wait: Callable[[float], object] | None = None,
+    attempt_first: bool = False,
 ) -> T | None:
     """Run ``action`` until it succeeds, retrying transient faults with back-off.
 
@@ -99,6 +107,8 @@ def retry_transient(
         on_retry: called with the fault and the delay before each retry (metrics).
         wait: sleeps for the delay; default ``stop.wait`` (a consumer passes a function that
             keeps its group membership alive while it waits).
+        attempt_first: run ``action`` once even when ``stop`` is already set (finish the
+            work in hand); only the retries end on ``stop``.
 
     Returns:
         What ``action`` returned, or None when ``stop`` was set first.
@@ -108,7 +118,8 @@ def retry_transient(
     """
     backoff = backoff or Backoff()
     sleep = wait or stop.wait
-    while not stop.is_set():
+    while attempt_first or not stop.is_set():
+        attempt_first = False
         try:
             result = action()
         except Exception as exc:

@@ -4,13 +4,28 @@ Delivery is at-least-once from Kafka and effectively-once in the database. One c
 
 1. poll a micro-batch (at most ``max_batch_size`` messages or ``max_wait_ms``); the
    consumer has already sent the malformed ones to the dead-letter topic, flushed;
-2. score the valid posts in one call to the engine;
-3. write posts and scores in one transaction (idempotent: unique post id, unique
+2. refuse re-published ids with other content (first write wins, ``conflicting_id``);
+3. score the valid posts in one call to the engine;
+4. write posts and scores in one transaction (idempotent: unique post id, unique
    score per post and model version);
-4. publish the scored posts and flush;
-5. commit the batch's offsets.
+5. publish what a later step refused to the DLQ, then the scored posts, and flush;
+6. commit the batch's offsets.
 
-A crash anywhere before 5 replays the batch; the database ignores what it already holds.
+A crash anywhere before 6 replays the batch; the database ignores what it already holds.
+
+Faults follow the one policy of ``finpulse.services.policy``:
+
+- message-level: one message that the model or the database refuses (found by bisecting
+  the batch) goes to the DLQ with a reason (``db_refused``, ``internal`` with the
+  exception type, ...); the rest of the batch goes on;
+- transient (database or broker unreachable, timeouts) in any step, the model-reload check
+  and polling included: retried with capped exponential back-off and jitter while the
+  consumer keeps polling with its partitions paused, so it stays in its group; a failed
+  producer is replaced (a restarted broker forgets producer ids);
+- fatal (configuration, a model that cannot load): raised, and the CLI exits 1 with one line.
+
+``ScorerService.checkpoint`` marks the steps of a batch (``CHECKPOINTS``); it does nothing,
+and exists so that fault-injection tests can crash the process at an exact point.
 """
 
 from __future__ import annotations
@@ -18,26 +33,46 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
+from typing import TypeVar
 
-from finpulse.errors import IngestError, ModelError, StorageError
+from finpulse.errors import IngestError, MalformedMessage
 from finpulse.metrics import Metrics
-from finpulse.schemas import Post, ScoredPost
+from finpulse.schemas import ScoredPost
+from finpulse.services.policy import Backoff, classify, retry_transient
+from finpulse.services.reloader import (
+    ModelReloader,
+    load_engine,
+    model_input,
+    register_model,
+)
+from finpulse.services.validation import as_dead_letter, run_bisecting, split_conflicts
 from finpulse.settings import Settings
 from finpulse.storage import Storage
-from finpulse.storage.registry import ModelRegistry
-from ingest.consumer import PolledBatch, PostConsumer
+from ingest.consumer import ConsumedPost, PolledBatch, PostConsumer
 from ingest.dedup import NearDuplicateIndex
 from ingest.producer import PostProducer
-from models import DEFAULT_MODEL_DIR
 from models.inference import SentimentEngine
+
+__all__ = [
+    "CHECKPOINTS", "ModelReloader", "ScorerService", "ScorerStats", "load_engine", "model_input",
+    "register_model",
+]
 
 logger = logging.getLogger(__name__)
 
-MAX_BACKOFF_S = 30.0
+CHECKPOINTS = ("after_decode", "after_insert", "after_publish", "before_commit")
+# Seconds to wait for the broker to acknowledge a publish before treating it as a fault.
+FLUSH_TIMEOUT_S = 30.0
+
+T = TypeVar("T")
+Refused = list[tuple[ConsumedPost, MalformedMessage]]
+
+
+class BatchAbandoned(Exception):
+    """``stop`` was set while a step of the batch waited out a transient fault."""
 
 
 @dataclass
@@ -58,95 +93,6 @@ class ScorerStats:
         return max(self.finished - self.started, 1e-9)
 
 
-def model_input(post: Post) -> str:
-    """The text the classifier reads: the title, when there is one, then the body."""
-    if post.title and post.title.strip() and post.title.strip() not in post.text:
-        return f"{post.title.strip()}. {post.text}"
-    return post.text
-
-
-def load_engine(settings: Settings, path: str | Path | None) -> SentimentEngine:
-    """Load a model with the engine options from settings (None: the bundled default)."""
-    cfg = settings.model
-    return SentimentEngine.load(
-        path,
-        device=cfg.device,
-        dtype=cfg.dtype,
-        max_length=cfg.max_length,
-        batch_tokens=cfg.batch_tokens,
-    )
-
-
-def register_model(registry: ModelRegistry, engine: SentimentEngine, path: Path) -> None:
-    """Record the model in use; the first model a database sees becomes its champion."""
-    manifest = engine.manifest
-    registry.register(
-        engine.version,
-        base=manifest["base"],
-        method=manifest["method"],
-        metrics=manifest.get("metrics", {}),
-        artifact_path=str(Path(path).resolve()),
-        trainable_params=manifest.get("trainable_params"),
-    )
-    if registry.champion() is None:
-        registry.promote(engine.version)
-
-
-class ModelReloader:
-    """Follows the registry's champion; a model that fails to load never replaces a working one."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        registry: ModelRegistry,
-        *,
-        interval_s: float = 30.0,
-    ) -> None:
-        self._settings = settings
-        self._registry = registry
-        self._interval_s = interval_s
-        self._next_check = 0.0
-        self._failed: set[str] = set()
-
-    def initial(self) -> SentimentEngine:
-        """The model to start with: the configured path, else the champion, else the bundled default.
-
-        A model loaded from a path is registered, so every stored score's version is known.
-        """
-        path = self._settings.model.path
-        if path is None:
-            champion = self._registry.champion()
-            if champion is not None:
-                try:
-                    return load_engine(self._settings, champion.artifact_path)
-                except ModelError as exc:
-                    logger.error("champion %s failed to load (%s); using the bundled default",
-                                 champion.version, exc)
-                    self._failed.add(champion.version)
-        engine = load_engine(self._settings, path)
-        register_model(self._registry, engine, path or DEFAULT_MODEL_DIR)
-        return engine
-
-    def maybe_reload(self, current: SentimentEngine, *, force: bool = False) -> SentimentEngine:
-        """Return a new engine when the champion changed and loads cleanly, else ``current``."""
-        now = time.monotonic()
-        if self._settings.model.path is not None or (not force and now < self._next_check):
-            return current
-        self._next_check = now + self._interval_s
-        champion = self._registry.champion()
-        if champion is None or champion.version in (current.version, *self._failed):
-            return current
-        try:
-            engine = load_engine(self._settings, champion.artifact_path)
-        except ModelError as exc:
-            self._failed.add(champion.version)
-            logger.error("new champion %s failed to load, keeping %s: %s",
-                         champion.version, current.version, exc)
-            return current
-        logger.info("switched model %s -> %s", current.version, engine.version)
-        return engine
-
-
 class ScorerService:
     """Consumes raw posts, scores them in micro-batches and stores them; see the module docstring."""
 
@@ -161,23 +107,40 @@ class ScorerService:
         producer: PostProducer | None = None,
         reloader: ModelReloader | None = None,
     ) -> None:
+        cfg = settings.scorer
         self.settings = settings
         self.storage = storage
         self.metrics = metrics
         self.consumer = consumer or PostConsumer(
-            settings.kafka, max_text_chars=settings.scorer.max_text_chars
+            settings.kafka,
+            max_text_chars=cfg.max_text_chars,
+            max_message_bytes=cfg.max_message_bytes,
+            future_tolerance_s=cfg.future_tolerance_s,
         )
-        self.producer = producer or PostProducer(settings.kafka)
+        self._producer = producer
         self.reloader = reloader
         self.stats = ScorerStats()
+        self._backoff = Backoff(base_s=cfg.retry_base_s, cap_s=cfg.retry_cap_s)
+        self._stop = threading.Event()
         # Near-duplicate clusters, in memory per process, warmed from the newest stored posts.
         self.dedup = NearDuplicateIndex()
         self.dedup.seed(storage.scores(limit=20_000))
         self._use(engine)
 
+    # -- test hook -------------------------------------------------------------------------
+
+    def checkpoint(self, name: str) -> None:
+        """A named step of a batch, one of ``CHECKPOINTS``; does nothing.
+
+        Fault-injection tests replace it (in a harness process) to crash at that step.
+        """
+
+    # -- one batch ---------------------------------------------------------------------------
+
     def process(self, batch: PolledBatch) -> int:
         """Score, store, publish and commit one polled batch; returns the posts scored.
 
+        Message-level faults send their message to the DLQ; transient ones are retried.
         Raises:
             StorageError: the database write failed; nothing was committed.
             IngestError: publishing or the offset commit failed; the batch comes again.
@@ -215,20 +178,180 @@ class ScorerService:
                 self.metrics.end_to_end_latency.observe(max(stored_ms - consumed.timestamp_ms, 0.0) / 1000.0)
         return len(scored)
 
-    def _count(self, batch: PolledBatch, scored: list[ScoredPost]) -> None:
+        Raises:
+            BatchAbandoned: ``stop`` was set while retrying; nothing was committed.
+            FinpulseError: a fatal fault (configuration, model).
+        """
+        self.checkpoint("after_decode")
+        posts, refused = self._guard("store", lambda: split_conflicts(self.storage, batch.posts))
+        started = time.perf_counter()
+        pairs, failed = self._score(posts)
+        inference_s = time.perf_counter() - started
+        pairs = self._cluster(pairs)
+        refused += failed
+        started = time.perf_counter()
+        new_rows, stored, failed = self._store(pairs)
+        self.metrics.db_write_latency.observe(time.perf_counter() - started)
+        refused += failed
+        if refused:
+            self._guard("publish", lambda: self.consumer.dead_letter(refused))
+        self.checkpoint("after_insert")
+        stored_ms = time.time() * 1000.0
+        if stored:
+            self._guard("publish", lambda: self._publish([post for _, post in stored]))
+        self.checkpoint("after_publish")
+        self.consumer.mark_durable(batch)
+        self.checkpoint("before_commit")
+        self._commit(batch)
+        self._count(batch, refused, len(stored))
+        if pairs:
+            self.stats.inference_s += inference_s
+            self.metrics.inference_latency.observe(inference_s)
+            self.metrics.batch_size.observe(len(pairs))
+        self.stats.new_rows += new_rows
+        self.metrics.posts_scored.inc(len(pairs))
+        self.metrics.scores_stored.inc(new_rows)
+        for consumed, _ in stored:
+            self.metrics.end_to_end_latency.observe(max(stored_ms - consumed.timestamp_ms, 0.0) / 1000.0)
+        return len(stored)
+
+    def _score(self, posts: Sequence[ConsumedPost]) -> tuple[list[tuple[ConsumedPost, ScoredPost]], Refused]:
+        """Score in one engine call; an input that makes the model fail is isolated (``internal``)."""
+        now = datetime.now(timezone.utc)
+
+        def predict(items: Sequence[ConsumedPost]) -> list[tuple[ConsumedPost, ScoredPost]]:
+            predictions = self.engine.predict([model_input(c.post) for c in items])
+            return [
+                (c, ScoredPost.from_prediction(c.post, pred, model_version=self.engine.version,
+                                               scored_at=now))
+                for c, pred in zip(items, predictions, strict=True)
+            ]
+
+        done, failed = run_bisecting(posts, predict)
+        return [pair for part in done for pair in part], self._dead_letters(failed)
+
+    def _cluster(
+        self, pairs: Sequence[tuple[ConsumedPost, ScoredPost]]
+    ) -> list[tuple[ConsumedPost, ScoredPost]]:
+        """Give each post its near-duplicate cluster (the same story re-published counts once)."""
+        clusters = self.dedup.assign_all([post for _, post in pairs])
+        return [
+            (consumed, post.model_copy(update={"cluster_id": cluster}))
+            for (consumed, post), cluster in zip(pairs, clusters, strict=True)
+        ]
+
+    def _store(
+        self, pairs: Sequence[tuple[ConsumedPost, ScoredPost]]
+    ) -> tuple[int, list[tuple[ConsumedPost, ScoredPost]], Refused]:
+        """Store the scored posts; rows the database refuses are isolated (``db_refused``)."""
+
+        def attempt() -> tuple[list[int], list[tuple[tuple[ConsumedPost, ScoredPost], BaseException]]]:
+            return run_bisecting(pairs, lambda items: self.storage.save_scored([p for _, p in items]))
+
+        counts, failed = self._guard("store", attempt)
+        refused_ids = {id(pair) for pair, _ in failed}
+        stored = [pair for pair in pairs if id(pair) not in refused_ids]
+        return sum(counts), stored, self._dead_letters([(pair[0], exc) for pair, exc in failed])
+
+    @staticmethod
+    def _dead_letters(failed: Sequence[tuple[ConsumedPost, BaseException]]) -> Refused:
+        refused = []
+        for consumed, exc in failed:
+            entry = as_dead_letter(exc)
+            if entry.reason == "internal":
+                logger.error("unexpected %s on %s[%d]@%d", entry.detail, consumed.topic,
+                             consumed.partition, consumed.offset, exc_info=exc)
+            refused.append((consumed, entry))
+        return refused
+
+    def _publish(self, posts: Sequence[ScoredPost]) -> None:
+        producer = self.producer
+        for post in posts:
+            producer.publish_scored(post)
+        producer.flush(timeout=FLUSH_TIMEOUT_S)
+
+    def _commit(self, batch: PolledBatch) -> None:
+        try:
+            self._guard("commit", lambda: self.consumer.commit(batch))
+        except IngestError as exc:
+            if exc.transient:
+                raise
+            # A rebalance moved the partitions: their new owner gets the batch again and
+            # the database ignores what it already holds.
+            logger.warning("batch not committed (%s); its partitions' new owner re-reads it", exc)
+
+    # -- the policy ---------------------------------------------------------------------------
+
+    @property
+    def producer(self) -> PostProducer:
+        """The producer of ``finpulse.scored``; made again after a failure."""
+        if self._producer is None:
+            self._producer = PostProducer(self.settings.kafka)
+        return self._producer
+
+    def _reset_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=0)
+            except Exception as exc:  # a broken producer must not hide the fault being retried
+                logger.debug("closing a failed producer: %s", exc)
+
+    def _guard(self, operation: str, action: Callable[[], T]) -> T:
+        """Run ``action``, retrying transient faults with back-off while staying in the group.
+
+        Raises:
+            BatchAbandoned: ``stop`` was set during the retries.
+            Exception: a message-level or fatal fault of ``action``, unchanged.
+        """
+
+        def on_retry(exc: BaseException, delay: float) -> None:
+            self.metrics.scorer_faults.labels(kind="transient").inc()
+            self.metrics.scorer_retries.labels(operation=operation).inc()
+            if operation == "publish":
+                self._reset_producer()
+
+        result = retry_transient(
+            lambda: (action(),),
+            stop=self._stop,
+            what=operation,
+            backoff=self._backoff,
+            on_retry=on_retry,
+            wait=self._keep_alive,
+            attempt_first=True,
+        )
+        if result is None:
+            raise BatchAbandoned(f"stopped while retrying {operation}")
+        return result[0]
+
+    def _keep_alive(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            self.consumer.keep_alive(min(left, 1.0))
+
+    # -- bookkeeping --------------------------------------------------------------------------
+
+    def _count(self, batch: PolledBatch, refused: Refused, stored: int) -> None:
         for consumed in batch.posts:
             self.metrics.messages_consumed.labels(topic=consumed.topic).inc()
         for bad in batch.invalid:
             self.metrics.messages_consumed.labels(topic=bad.topic or "unknown").inc()
+        for bad in [*batch.invalid, *(error for _, error in refused)]:
             self.metrics.messages_invalid.labels(reason=bad.reason).inc()
+            kind = "internal" if bad.reason == "internal" else "message"
+            self.metrics.scorer_faults.labels(kind=kind).inc()
         self.metrics.last_batch_timestamp.set_to_current_time()
         lag = self.consumer.lag()
         if lag is not None:
             self.metrics.consumer_lag.set(lag)
         self.stats.batches += 1
         self.stats.consumed += len(batch)
-        self.stats.invalid += len(batch.invalid)
-        self.stats.scored += len(scored)
+        self.stats.invalid += len(batch.invalid) + len(refused)
+        self.stats.scored += stored
+
+    def _reload_check(self) -> SentimentEngine:
+        assert self.reloader is not None
+        return self.reloader.maybe_reload(self.engine)
 
     def _use(self, engine: SentimentEngine) -> None:
         self.engine = engine
@@ -244,49 +367,48 @@ class ScorerService:
     ) -> ScorerStats:
         """Poll and process until ``stop`` is set (or ``until_consumed`` messages were handled).
 
-        A batch in hand when ``stop`` is set is finished and committed: it is already
-        scored or about to be, and finishing it is quicker than replaying it.
+        A batch in hand when ``stop`` is set is finished and committed, unless a step of it
+        is waiting out a transient fault: then it is abandoned uncommitted (delivered again).
 
         Args:
             stop: set by a signal handler or another thread to end the loop.
             until_consumed: end once this many messages (valid and invalid) were consumed.
             on_batch: called with the number of messages of each processed batch.
+
+        Raises:
+            FinpulseError: a fatal fault; counted as ``finpulse_scorer_faults_total{kind="fatal"}``.
         """
         cfg = self.settings.scorer
-        backoff = 0.0
+        self._stop = stop
         self.stats.started = time.perf_counter()
         try:
             while not stop.is_set():
                 if until_consumed is not None and self.stats.consumed >= until_consumed:
                     break
                 if self.reloader is not None:
-                    engine = self.reloader.maybe_reload(self.engine)
+                    engine = self._guard("reload", self._reload_check)
                     if engine is not self.engine:
                         self._use(engine)
-                batch = self.consumer.poll_batch(cfg.max_batch_size, cfg.max_wait_ms)
+                batch = self._guard(
+                    "poll", lambda: self.consumer.poll_batch(cfg.max_batch_size, cfg.max_wait_ms)
+                )
                 if batch.empty:
                     continue
-                try:
-                    self.process(batch)
-                except StorageError as exc:
-                    # Nothing of this batch was committed: poll it again once the database is back.
-                    backoff = min(backoff * 2, MAX_BACKOFF_S) if backoff else 0.5
-                    logger.error("database write failed (%s); retrying the batch in %.1f s", exc, backoff)
-                    self.consumer.rewind(batch)
-                    stop.wait(backoff)
-                    continue
-                except IngestError as exc:
-                    # Typically a commit refused after a rebalance: the partitions' new owner
-                    # gets the batch again and the database ignores what it already holds.
-                    logger.warning("batch not committed (%s); it will be delivered again", exc)
-                    continue
-                backoff = 0.0
+                self.process(batch)
                 if on_batch is not None:
                     on_batch(len(batch))
+        except BatchAbandoned as exc:
+            logger.warning("%s; the batch in hand is not committed and will be delivered again", exc)
+        except Exception as exc:
+            if classify(exc) == "fatal":
+                self.metrics.scorer_faults.labels(kind="fatal").inc()
+                logger.error("fatal: %s: %s", type(exc).__name__, exc)
+            raise
         finally:
             self.stats.finished = time.perf_counter()
         return self.stats
 
     def close(self) -> None:
         self.consumer.close()
-        self.producer.close()
+        if self._producer is not None:
+            self._producer.close()

@@ -182,6 +182,11 @@ class Storage:
     def save_scored(self, posts: Sequence[ScoredPost]) -> int:
         """Store scored posts in one transaction; a post or score already stored is skipped.
 
+        First write wins: a post whose id is already stored (or came earlier in ``posts``)
+        with other content is skipped entirely (no tickers, no score), so a stored post
+        always matches its text, tickers and scores. The scorer refuses such posts to the
+        DLQ before they get here (``finpulse.services.validation``).
+
         Args:
             posts: scored posts; the same post may come with several model versions.
 
@@ -198,6 +203,8 @@ class Storage:
         ticker_rows: dict[tuple[str, str], dict[str, Any]] = {}
         score_rows: dict[tuple[str, str], dict[str, Any]] = {}
         for post in posts:
+            if post.id in post_rows and not _same_post(post_rows[post.id], post):
+                continue
             post_rows.setdefault(
                 post.id,
                 {
@@ -236,8 +243,15 @@ class Storage:
             )
         new_scores = 0
         with self.begin() as conn:
+            new_ids: set[str] = set()
             for chunk in _chunks(list(post_rows.values())):
-                conn.execute(self.insert(t.posts).values(chunk).on_conflict_do_nothing())
+                stmt = self.insert(t.posts).values(chunk).on_conflict_do_nothing()
+                new_ids.update(conn.execute(stmt.returning(t.posts.c.id)).scalars())
+            # Already stored with other content (first write wins): no tickers, no scores.
+            others = _stored_differently(conn, [post_rows[i] for i in post_rows if i not in new_ids])
+            if others:
+                ticker_rows = {k: v for k, v in ticker_rows.items() if k[0] not in others}
+                score_rows = {k: v for k, v in score_rows.items() if k[0] not in others}
             for chunk in _chunks(list(ticker_rows.values())):
                 conn.execute(self.insert(t.post_tickers).values(chunk).on_conflict_do_nothing())
             for chunk in _chunks(list(score_rows.values())):
@@ -436,6 +450,36 @@ class Storage:
 
     def __repr__(self) -> str:
         return f"Storage({self._engine.url.render_as_string(hide_password=True)!r})"
+
+
+_CONTENT = ("source", "text", "title", "url", "author", "published_at", "tickers", "lang")
+
+
+def _same_post(row: dict[str, Any], post: ScoredPost) -> bool:
+    """Whether a ``posts`` row (as built or as read back) holds the same post as ``post``."""
+    return all(
+        (tuple(row[name] or ()) == post.tickers) if name == "tickers"
+        else (row[name] == getattr(post, name))
+        for name in _CONTENT
+    )
+
+
+def _stored_differently(conn: Connection, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """Ids among ``rows`` whose stored post differs from the row (a re-published id)."""
+    wanted = {row["id"]: row for row in rows}
+    found: set[str] = set()
+    ids = list(wanted)
+    for start in range(0, len(ids), _CHUNK):
+        query = sa.select(t.posts).where(t.posts.c.id.in_(ids[start : start + _CHUNK]))
+        for stored in conn.execute(query).mappings():
+            mine = wanted[stored["id"]]
+            if any(
+                tuple(stored[n] or ()) != tuple(mine[n] or ()) if n == "tickers"
+                else stored[n] != mine[n]
+                for n in _CONTENT
+            ):
+                found.add(stored["id"])
+    return found
 
 
 def _enable_wal(cursor: Any, attempts: int = 100) -> None:

@@ -26,8 +26,12 @@ def message(**fields: object) -> bytes:
     return json.dumps({k: v for k, v in base.items() if v is not ...}).encode()
 
 
+# The consume time of every decode in this module: 13:30:00 + 5 minutes of tolerance.
+NOW = datetime(2024, 5, 1, 13, 30, tzinfo=timezone.utc)
+
+
 def decode(value: bytes | None, max_text_chars: int = 100) -> Post:
-    return decode_post(value, max_text_chars=max_text_chars, extractor=EXTRACTOR)
+    return decode_post(value, max_text_chars=max_text_chars, extractor=EXTRACTOR, now=NOW)
 
 
 CASES = [
@@ -58,6 +62,16 @@ CASES = [
     ("bad_timestamp", message(published_at="2024-13-01T00:00:00Z"), "2024-13-01"),
     ("bad_timestamp", message(published_at=1714570200), "ISO-8601"),
     ("bad_timestamp", message(published_at="1714570200"), "ISO-8601"),
+    ("bad_timestamp", message(published_at="0001-01-01T00:00:00+14:00"), "out of range in UTC"),
+    ("bad_timestamp", message(published_at="9999-12-31T23:59:59-14:00"), "out of range in UTC"),
+    ("too_deep", b"[" * 20_000 + b"]" * 20_000, "nested"),
+    ("too_deep", b'{"id": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", "nested"),
+    ("bad_characters", message(text="before\u0000after"), "text: character U+0000 at position 6"),
+    ("bad_characters", (b'{"id": "n-1", "source": "news", "text": "x\\ud800", '
+                        b'"published_at": "2024-05-01T13:30:00Z"}'), "U+D800"),
+    ("bad_characters", message(title="\u0000"), "title"),
+    ("bad_characters", message(tickers=["BA\u0000"]), "tickers"),
+    ("future_timestamp", message(published_at="2024-05-01T13:36:00Z"), "ahead of"),
 ]
 
 
@@ -107,3 +121,25 @@ def test_text_at_the_limit_is_accepted() -> None:
 def test_parse_timestamp_accepts_z_and_fractions() -> None:
     parsed = parse_timestamp("2024-05-01T13:30:00.123456Z")
     assert parsed.microsecond == 123456 and parsed.utcoffset() == timedelta(0)
+
+
+def test_future_tolerance_is_inclusive_and_configurable() -> None:
+    assert decode(message(published_at="2024-05-01T13:35:00Z")).id == "n-1"
+    late = message(published_at="2024-05-01T14:29:00Z")
+    with pytest.raises(MalformedMessage, match="future_timestamp"):
+        decode(late)
+    assert decode_post(late, max_text_chars=100, extractor=EXTRACTOR, now=NOW,
+                       future_tolerance=timedelta(hours=1)).id == "n-1"
+    # Without a consume time (batch tools, replay) there is no future check.
+    assert decode_post(late, max_text_chars=100, extractor=EXTRACTOR).id == "n-1"
+
+
+def test_max_message_bytes_overrides_the_derived_bound() -> None:
+    with pytest.raises(MalformedMessage, match="oversized") as caught:
+        decode_post(message(text="x" * 50), max_text_chars=100, max_message_bytes=64)
+    assert "limit 64" in caught.value.detail
+
+
+def test_a_surrogate_pair_is_one_valid_character() -> None:
+    raw = b'{"id": "n-1", "source": "news", "text": "up \\ud83d\\ude80", "published_at": "2024-05-01T13:30:00Z"}'
+    assert decode(raw).text == "up \U0001F680"

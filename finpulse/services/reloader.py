@@ -1,0 +1,111 @@
+"""Which model the scorer runs: the configured one, else the registry's champion, hot-reloaded."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from finpulse.errors import ModelError
+from finpulse.schemas import Post
+from finpulse.settings import Settings
+from finpulse.storage.registry import ModelRegistry
+from models import DEFAULT_MODEL_DIR
+from models.inference import SentimentEngine
+
+logger = logging.getLogger(__name__)
+
+
+def model_input(post: Post) -> str:
+    """The text the classifier reads: the title, when there is one, then the body."""
+    if post.title and post.title.strip() and post.title.strip() not in post.text:
+        return f"{post.title.strip()}. {post.text}"
+    return post.text
+
+
+def load_engine(settings: Settings, path: str | Path | None) -> SentimentEngine:
+    """Load a model with the engine options from settings (None: the bundled default)."""
+    cfg = settings.model
+    return SentimentEngine.load(
+        path,
+        device=cfg.device,
+        dtype=cfg.dtype,
+        max_length=cfg.max_length,
+        batch_tokens=cfg.batch_tokens,
+    )
+
+
+def register_model(registry: ModelRegistry, engine: SentimentEngine, path: Path) -> None:
+    """Record the model in use; the first model a database sees becomes its champion."""
+    manifest = engine.manifest
+    registry.register(
+        engine.version,
+        base=manifest["base"],
+        method=manifest["method"],
+        metrics=manifest.get("metrics", {}),
+        artifact_path=str(Path(path).resolve()),
+        trainable_params=manifest.get("trainable_params"),
+    )
+    if registry.champion() is None:
+        registry.promote(engine.version)
+
+
+class ModelReloader:
+    """Follows the registry's champion; a model that fails to load never replaces a working one."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ModelRegistry,
+        *,
+        interval_s: float = 30.0,
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._interval_s = interval_s
+        self._next_check = 0.0
+        self._failed: set[str] = set()
+
+    def initial(self) -> SentimentEngine:
+        """The model to start with: the configured path, else the champion, else the bundled default.
+
+        A model loaded from a path is registered, so every stored score's version is known.
+        """
+        path = self._settings.model.path
+        if path is None:
+            champion = self._registry.champion()
+            if champion is not None:
+                try:
+                    return load_engine(self._settings, champion.artifact_path)
+                except ModelError as exc:
+                    logger.error("champion %s failed to load (%s); using the bundled default",
+                                 champion.version, exc)
+                    self._failed.add(champion.version)
+        engine = load_engine(self._settings, path)
+        register_model(self._registry, engine, path or DEFAULT_MODEL_DIR)
+        return engine
+
+    def maybe_reload(self, current: SentimentEngine, *, force: bool = False) -> SentimentEngine:
+        """Return a new engine when the champion changed and loads cleanly, else ``current``.
+
+        Raises:
+            StorageError: the registry could not be read (the scorer retries it).
+        """
+        now = time.monotonic()
+        if self._settings.model.path is not None or (not force and now < self._next_check):
+            return current
+        # Read first: a database outage raises StorageError (transient) and the next call
+        # checks again, instead of skipping the check for a whole interval.
+        champion = self._registry.champion()
+        self._next_check = now + self._interval_s
+        if champion is None or champion.version in (current.version, *self._failed):
+            return current
+        try:
+            engine = load_engine(self._settings, champion.artifact_path)
+        except ModelError as exc:
+            self._failed.add(champion.version)
+            logger.error("new champion %s failed to load, keeping %s: %s",
+                         champion.version, current.version, exc)
+            return current
+        logger.info("switched model %s -> %s", current.version, engine.version)
+        return engine
