@@ -141,42 +141,6 @@ class ScorerService:
         """Score, store, publish and commit one polled batch; returns the posts scored.
 
         Message-level faults send their message to the DLQ; transient ones are retried.
-        Raises:
-            StorageError: the database write failed; nothing was committed.
-            IngestError: publishing or the offset commit failed; the batch comes again.
-        """
-        scored: list[ScoredPost] = []
-        if batch.posts:
-            posts = [consumed.post for consumed in batch.posts]
-            started = time.perf_counter()
-            predictions = self.engine.predict([model_input(post) for post in posts])
-            inference_s = time.perf_counter() - started
-            now = datetime.now(timezone.utc)
-            scored = [
-                ScoredPost.from_prediction(post, pred, model_version=self.engine.version, scored_at=now)
-                for post, pred in zip(posts, predictions)
-            ]
-            clusters = self.dedup.assign_all(scored)
-            scored = [p.model_copy(update={"cluster_id": c}) for p, c in zip(scored, clusters)]
-            started = time.perf_counter()
-            new_rows = self.storage.save_scored(scored)
-            self.metrics.db_write_latency.observe(time.perf_counter() - started)
-            stored_ms = time.time() * 1000.0
-            for post in scored:
-                self.producer.publish_scored(post)
-            self.producer.flush()
-        self.consumer.commit(batch)
-        self._count(batch, scored)
-        if scored:
-            self.stats.inference_s += inference_s
-            self.stats.new_rows += new_rows
-            self.metrics.inference_latency.observe(inference_s)
-            self.metrics.batch_size.observe(len(scored))
-            self.metrics.posts_scored.inc(len(scored))
-            self.metrics.scores_stored.inc(new_rows)
-            for consumed in batch.posts:
-                self.metrics.end_to_end_latency.observe(max(stored_ms - consumed.timestamp_ms, 0.0) / 1000.0)
-        return len(scored)
 
         Raises:
             BatchAbandoned: ``stop`` was set while retrying; nothing was committed.
