@@ -119,10 +119,10 @@ def test_no_host_port_collides_with_a_local_postgresql():
 
 def test_topic_step_uses_the_settings_names():
     topics = SERVICES["kafka-topics"]
-    assert topics["environment"]["PARTITIONS"] == "${FINPULSE_KAFKA__PARTITIONS:-6}"
-    assert topics["environment"]["REPLICATION"] == "${FINPULSE_KAFKA__REPLICATION_FACTOR:-1}"
+    assert topics["environment"]["PARTITIONS"] == "${FINPULSE_KAFKA__TOPIC_PARTITIONS:-6}"
+    assert topics["environment"]["REPLICATION"] == "${FINPULSE_KAFKA__TOPIC_REPLICATION_FACTOR:-1}"
     defaults = env_file_defaults()
-    assert {"FINPULSE_KAFKA__PARTITIONS", "FINPULSE_KAFKA__REPLICATION_FACTOR"} <= set(defaults)
+    assert {"FINPULSE_KAFKA__TOPIC_PARTITIONS", "FINPULSE_KAFKA__TOPIC_REPLICATION_FACTOR"} <= set(defaults)
     settings = Settings.load()
     script = topics["command"][0]
     for topic in (settings.kafka.news_topic, settings.kafka.social_topic, settings.kafka.scored_topic,
