@@ -1,30 +1,43 @@
 """Run the alert rules over the window aggregates and keep the ``alerts`` table current.
 
-Event time drives everything. The stream's *watermark* is the latest ``published_at``
-aggregated for the rule's window size; a window is *closed* once the watermark passes
-its end by the rule's ``lateness``. Each rule keeps a cursor (``rule_cursors``): closed
-windows are evaluated exactly once, in order, and their verdicts update the per-ticker
-baseline (``rule_baselines``) and the alerts in one transaction. The cursor only moves
-if no other process moved it first, so several monitors can run side by side.
+Event time drives everything, and progress is kept per (rule, ticker) in the database:
 
-Alert life cycle, per rule and ticker:
+- The *watermark* (``monitor.watermark``) is the minimum event time over the input
+  partitions still delivering data. A window is *closed* once the watermark passes its end
+  by the rule's ``lateness``; each rule's ``closed_until`` only moves forward.
+- Each (rule, ticker) judges its closed windows exactly once, in order, from its own
+  cursor (``rule_baselines.next_start``): a post dated 2099 moves only its own ticker.
+- A *late* post re-opens its window: the window is re-aggregated, and if a rule had
+  already judged it the rule rewinds that ticker to the snapshot taken just before the
+  window and replays its windows up to ``closed_until``. So the alerts of a live run equal
+  those of one batch pass over the same data. A post later than ``allowed_lateness``
+  (behind the ticker's own cursor) still updates the aggregates but is judged no more.
+- No early firing: an open window is never judged. Firing on part of a window would make
+  the alerts depend on when the passes ran (a live run would differ from a batch run) and
+  could fire on a window that, once complete, does not meet the condition. The price is
+  latency: an alert comes once its window closes (window size + ``lateness``).
+
+Alert life cycle, per rule and ticker (one function per transition: ``_fire``,
+``_extend``, ``_resolve``):
 
 - fire: a window meets the condition, nothing is firing and the cooldown since the
   last resolution has passed. The id is ``<rule>:<ticker>:<window>:<window start>``.
-  Open windows may fire early (the condition already holds on part of the window).
 - update: while firing, each further window meeting the condition extends it and
   keeps the worst value; its most negative posts join the explanation.
 - resolve: a closed window with enough posts no longer meets the condition, or no
   window has met it for ``resolve_after``. Windows without enough posts change nothing.
 
-``evaluate`` returns the alerts that did not exist before the call; a second call over
-the same data returns ``[]``.
+A rewind re-fires (same id, updated in place) the alerts the replay raises again and
+deletes those it no longer raises; an alert that was firing before the re-opened window is
+set back to firing (``_reopen``). ``evaluate`` returns the alerts that did not exist
+before the call; a second call over the same data returns ``[]``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,8 +46,8 @@ import sqlalchemy as sa
 from finpulse.schemas import WINDOW_SECONDS, Alert
 from finpulse.storage import Storage, utcnow
 from finpulse.storage import tables as t
-from monitor.aggregation import window_start
-from monitor.detectors import Check, Detector, State, WindowStats, detector_for
+from monitor.aggregation import Refreshed, oldest_dirty, window_start
+from monitor.detectors import Check, Detector, WindowStats, detector_for
 from monitor.evidence import (
     Evidence,
     explain,
@@ -44,13 +57,59 @@ from monitor.evidence import (
     window_posts,
     write_posts,
 )
+from monitor.rule_state import (
+    Machine,
+    forget,
+    load_machines,
+    prune_snapshots,
+    save_machines,
+    save_snapshots,
+    snapshot_from,
+)
 from monitor.rules import NegativeVolumeSpikeRule, RuleSet, SentimentDropRule
+from monitor.watermark import watermark
 
 logger = logging.getLogger(__name__)
 
+# Bumped when the stored per-ticker state changes shape: a mismatch rebuilds it.
+_STATE_VERSION = "2"
+_RANGES_PER_QUERY = 100
 
-class _CursorMoved(Exception):
+
+class CursorMoved(Exception):
     """Another process evaluated the same windows first; this run's work is dropped."""
+
+
+@dataclass(frozen=True)
+class EventTime:
+    """How the monitor treats event time.
+
+    Attributes:
+        allowed_lateness: a post re-opens its window only if the window ended less than
+            this before its ticker's cursor; later ones are stored but judged no more.
+        idle_after: a partition silent this long (wall clock) stops holding the
+            watermark back.
+    """
+
+    allowed_lateness: timedelta = timedelta(hours=6)
+    idle_after: timedelta = timedelta(seconds=60)
+
+
+@dataclass
+class Judged:
+    """What one evaluation pass did.
+
+    Attributes:
+        new_ids: alerts fired for the first time.
+        resolved: alerts resolved, per rule.
+        late: per window size, (ticker, window start) -> ``rejudged`` or ``too_late``.
+    """
+
+    new_ids: list[str] = field(default_factory=list)
+    resolved: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    late: dict[str, dict[tuple[str, datetime], str]] = field(
+        default_factory=lambda: defaultdict(dict)
+    )
 
 
 def alert_id(rule: str, ticker: str, window: str, start: datetime) -> str:
@@ -59,60 +118,54 @@ def alert_id(rule: str, ticker: str, window: str, start: datetime) -> str:
 
 
 class _RuleRun:
-    """One evaluation pass of one rule, inside one transaction."""
+    """One evaluation pass of one rule, inside the caller's transaction."""
 
     def __init__(
         self,
         conn: sa.Connection,
         storage: Storage,
         rule: SentimentDropRule | NegativeVolumeSpikeRule,
+        event_time: EventTime,
+        judged: Judged,
+        now: datetime,
     ) -> None:
         self.conn = conn
         self.storage = storage
         self.rule = rule
+        self.event_time = event_time
+        self.judged = judged
         self.detector: Detector = detector_for(rule)
         self.size = timedelta(seconds=WINDOW_SECONDS[rule.window])
-        self.now = utcnow()
-        self.new_ids: list[str] = []
-        self.firing: dict[str, Any] = {}
-        self.last_resolved: dict[str, datetime] = {}
+        self.now = now
+        self.machines: dict[str, Machine] = {}
+        # Alerts fired from windows a rewind is replaying: re-fired in place or deleted.
+        self.replayed: dict[str, dict[str, Any]] = {}
+        self.snapshots: list[tuple[str, datetime, dict[str, Any]]] = []
 
     # ---- reading -------------------------------------------------------------------------
 
-    def _windows(self, where: Any) -> dict[str, list[WindowStats]]:
+    def _windows(self, spans: dict[str, datetime | None], until: datetime) -> dict[str, list[WindowStats]]:
+        """Each ticker's windows from its span start (None: all) up to ``until``, in order."""
         a = t.aggregates
-        query = (
-            sa.select(
-                a.c.ticker,
-                a.c.window_start,
-                a.c.n,
-                a.c.n_negative,
-                a.c.mean_score,
-                a.c.score_std,
-                a.c.last_published_at,
-            )
-            .where(a.c.window_size == self.rule.window, where)
-            .order_by(a.c.ticker, a.c.window_start)
-        )
+        conds = [
+            sa.and_(a.c.ticker == ticker, a.c.window_start >= start)
+            if start is not None else a.c.ticker == ticker
+            for ticker, start in sorted(spans.items(), key=lambda kv: kv[0])
+        ]
         out: dict[str, list[WindowStats]] = defaultdict(list)
-        for row in self.conn.execute(query):
-            out[row[0]].append(WindowStats(*row))
+        for i in range(0, len(conds), _RANGES_PER_QUERY):
+            query = (
+                sa.select(a.c.ticker, a.c.window_start, a.c.n, a.c.n_negative, a.c.mean_score,
+                          a.c.score_std, a.c.last_published_at, a.c.n_unique)
+                .where(a.c.window_size == self.rule.window, a.c.window_start < until,
+                       sa.or_(*conds[i : i + _RANGES_PER_QUERY]))
+                .order_by(a.c.ticker, a.c.window_start)
+            )
+            for row in self.conn.execute(query):
+                out[row[0]].append(WindowStats(*row))
         return out
 
-    def _load_alert_state(self) -> None:
-        al = t.alerts
-        rows = self.conn.execute(
-            sa.select(al).where(al.c.rule == self.rule.name, al.c.state == "firing")
-        )
-        self.firing = {row["ticker"]: dict(row) for row in rows.mappings()}
-        resolved = self.conn.execute(
-            sa.select(al.c.ticker, sa.func.max(al.c.resolved_at))
-            .where(al.c.rule == self.rule.name, al.c.state == "resolved")
-            .group_by(al.c.ticker)
-        )
-        self.last_resolved = dict(resolved.all())
-
-    # ---- writing -------------------------------------------------------------------------
+    # ---- writing: one function per alert transition ----------------------------------------
 
     def _summary(self, check: Check) -> str:
         return f"{self.rule.name} on {self.rule.window} windows: {check.summary}"
@@ -140,21 +193,29 @@ class _RuleRun:
             "updated_at": self.now,
             "explanation": explain(self._summary(check), posts),
         }
-        stmt = (
-            self.storage.insert(t.alerts)
-            .values(row)
-            .on_conflict_do_nothing()
-            .returning(t.alerts.c.id)
-        )
-        if self.conn.execute(stmt).first() is None:
-            logger.debug("alert %s already stored", ident)
-            return
+        machine = self.machines[ticker]
+        if self.replayed.pop(ident, None) is not None:
+            # A rewind raised the same alert again: refresh it in place (not a new alert).
+            values = {k: v for k, v in row.items() if k != "id"}
+            self.conn.execute(sa.update(t.alerts).where(t.alerts.c.id == ident).values(**values))
+        else:
+            stmt = (
+                self.storage.insert(t.alerts)
+                .values(row)
+                .on_conflict_do_nothing()
+                .returning(t.alerts.c.id)
+            )
+            if self.conn.execute(stmt).first() is None:
+                logger.debug("alert %s already stored", ident)
+                return
+            self.judged.new_ids.append(ident)
+            logger.info("alert fired: %s (%s)", ident, check.summary)
         write_posts(self.conn, ident, posts)
-        self.firing[ticker] = row
-        self.new_ids.append(ident)
-        logger.info("alert fired: %s (%s)", ident, check.summary)
+        machine.firing = row
 
-    def _extend(self, alert: dict[str, Any], window: WindowStats, check: Check) -> None:
+    def _extend(self, ticker: str, window: WindowStats, check: Check) -> None:
+        alert = self.machines[ticker].firing
+        assert alert is not None
         changes: dict[str, Any] = {
             "last_window_start": max(window.start, alert["last_window_start"]),
             "updated_at": self.now,
@@ -164,7 +225,7 @@ class _RuleRun:
             changes.update(value=check.value, threshold=check.threshold, baseline=check.baseline)
             summary = self._summary(check)
         merged = {e.post_id: e for e in stored_posts(self.conn, alert["id"])}
-        merged.update({e.post_id: e for e in self._evidence(alert["ticker"], window.start)})
+        merged.update({e.post_id: e for e in self._evidence(ticker, window.start)})
         posts = rank(list(merged.values()), self.rule.explain_posts)
         changes["explanation"] = explain(summary, posts)
         self.conn.execute(sa.update(t.alerts).where(t.alerts.c.id == alert["id"]).values(**changes))
@@ -172,167 +233,184 @@ class _RuleRun:
         alert.update(changes)
 
     def _resolve(self, ticker: str, at: datetime) -> None:
-        alert = self.firing.pop(ticker)
+        machine = self.machines[ticker]
+        alert = machine.firing
+        assert alert is not None
+        machine.firing = None
         self.conn.execute(
             sa.update(t.alerts)
             .where(t.alerts.c.id == alert["id"])
             .values(state="resolved", resolved_at=at, updated_at=self.now)
         )
-        self.last_resolved[ticker] = at
+        machine.last_resolved = at
+        self.judged.resolved[self.rule.name] += 1
         logger.info("alert resolved: %s at %s", alert["id"], at.isoformat())
+
+    def _reopen(self, ticker: str) -> None:
+        """A rewind went back to before this alert resolved or changed: restore it as firing."""
+        alert = self.machines[ticker].firing
+        assert alert is not None
+        keep = ("last_window_start", "value", "threshold", "baseline", "explanation")
+        self.conn.execute(
+            sa.update(t.alerts).where(t.alerts.c.id == alert["id"]).values(
+                state="firing", resolved_at=None, updated_at=self.now,
+                **{k: alert[k] for k in keep},
+            )
+        )
+
+    def _retract(self) -> None:
+        """Delete the alerts a rewind no longer raises (the corrected windows do not)."""
+        for ident in sorted(self.replayed):
+            self.conn.execute(sa.delete(t.alerts).where(t.alerts.c.id == ident))
+            logger.warning("alert retracted: %s (late posts changed its window)", ident)
+        self.replayed.clear()
+
+    # ---- the pass ------------------------------------------------------------------------
 
     def _stale_until(self, alert: dict[str, Any]) -> datetime:
         """When a firing alert resolves if no further window meets the condition."""
         return alert["last_window_start"] + self.size + self.rule.resolve_after
 
     def _cooled_down(self, ticker: str, start: datetime) -> bool:
-        last = self.last_resolved.get(ticker)
+        last = self.machines[ticker].last_resolved
         return last is None or start >= last + self.rule.cooldown
 
-    # ---- the pass ------------------------------------------------------------------------
-
     def _judge(self, ticker: str, window: WindowStats, check: Check) -> None:
-        alert = self.firing.get(ticker)
+        alert = self.machines[ticker].firing
         if alert is not None and window.start >= self._stale_until(alert):
             self._resolve(ticker, self._stale_until(alert))
             alert = None
         if check.hit is True:
             if alert is not None:
-                self._extend(alert, window, check)
+                self._extend(ticker, window, check)
             elif self._cooled_down(ticker, window.start):
                 self._fire(ticker, window, check)
         elif check.hit is False and alert is not None and window.start > alert["last_window_start"]:
             self._resolve(ticker, window.start)
 
-    def _clock(self) -> tuple[datetime, datetime] | None:
-        """(stream start, closed-until) in event time, or None while there are no windows."""
-        a, rule = t.aggregates, self.rule
-        stream_start, newest = self.conn.execute(
-            sa.select(sa.func.min(a.c.window_start), sa.func.max(a.c.window_start)).where(
-                a.c.window_size == rule.window
-            )
-        ).one()
-        if stream_start is None:
-            return None
-        watermark = self.conn.execute(
-            sa.select(sa.func.max(a.c.last_published_at)).where(
-                a.c.window_size == rule.window, a.c.window_start >= newest
-            )
-        ).scalar_one()
-        return stream_start, window_start(watermark - rule.lateness, WINDOW_SECONDS[rule.window])
-
     def _close(
         self,
         ticker: str,
         windows: list[WindowStats],
-        state: State | None,
         stream_start: datetime,
         alert_from: datetime | None,
-    ) -> State | None:
-        """Judge closed windows in order; return the baseline after the last of them."""
+    ) -> None:
+        """Judge closed windows in order, snapshotting the machine before each."""
+        machine = self.machines[ticker]
         for window in windows:
-            current = self.detector.advance(state, window, stream_start)
+            self.snapshots.append((ticker, window.start, machine.to_json()))
+            current = self.detector.advance(machine.detector, window, stream_start)
             if alert_from is None or window.start >= alert_from:
                 self._judge(ticker, window, self.detector.check(current, window, stream_start))
-            state = self.detector.update(current, window)
-        return state
+            machine.detector = self.detector.update(current, window)
+            machine.next_start = window.start + self.size
 
-    def _peek(
-        self, ticker: str, windows: list[WindowStats], state: State | None, stream_start: datetime
-    ) -> None:
-        """Fire early on open windows that already meet the condition."""
-        for window in windows:
-            if ticker in self.firing:
-                return
-            if not self._cooled_down(ticker, window.start):
-                continue
-            current = self.detector.advance(state, window, stream_start)
-            check = self.detector.check(current, window, stream_start)
-            if check.hit is True:
-                self._fire(ticker, window, check)
+    def _rewind(self, ticker: str, reopened: list[datetime]) -> datetime | None:
+        """Go back to before the earliest re-openable window; return where to replay from."""
+        machine = self.machines[ticker]
+        late = self.judged.late[self.rule.window]
+        assert machine.next_start is not None
+        horizon = machine.next_start - self.size - self.event_time.allowed_lateness
+        allowed = sorted(start for start in reopened if start > horizon)
+        for start in reopened:
+            if start <= horizon:
+                late.setdefault((ticker, start), "too_late")
+        if not allowed:
+            return None
+        found = snapshot_from(self.conn, self.rule.name, ticker, allowed[0])
+        if found is None:  # nothing judged at or after it: a plain advance
+            return None
+        for start in allowed:
+            late[(ticker, start)] = "rejudged"
+        al = t.alerts
+        rows = self.conn.execute(
+            sa.select(al).where(al.c.rule == self.rule.name, al.c.ticker == ticker,
+                                al.c.window_start >= allowed[0])
+        )
+        self.replayed.update({row["id"]: dict(row) for row in rows.mappings()})
+        restored = Machine.from_json(found[1], machine.next_start)
+        self.machines[ticker] = restored
+        if restored.firing is not None:
+            self._reopen(ticker)
+        return allowed[0]
 
-    def run(self, since: datetime | None) -> list[str]:
-        """Judge newly closed windows, peek at open ones; return the ids of new alerts.
+    def run(self, reopened: set[tuple[str, datetime]], hold: datetime | None) -> None:
+        """Judge newly closed and re-opened windows; see the module docstring.
 
         Raises:
-            _CursorMoved: another process judged the same windows first.
+            CursorMoved: another process judged the same windows first.
         """
-        rule, a, rb = self.rule, t.aggregates, t.rule_baselines
-        clock = self._clock()
-        if clock is None:
-            return []
-        stream_start, closed_until = clock
+        rule, a, rc = self.rule, t.aggregates, t.rule_cursors
         cursor = (
-            self.conn.execute(sa.select(t.rule_cursors).where(t.rule_cursors.c.rule == rule.name))
+            self.conn.execute(sa.select(rc).where(rc.c.rule == rule.name).with_for_update())
             .mappings()
             .first()
         )
-        fingerprint = rule.fingerprint()
-        baselines: dict[str, State] = {}
-        done_until: datetime | None = None
+        mark = watermark(self.conn, rule.window, self.now, self.event_time.idle_after)
+        if mark is None:
+            return
+        seconds = WINDOW_SECONDS[rule.window]
+        closed_until = window_start(mark - rule.lateness, seconds)
+        if hold is not None:  # scores stored but not aggregated yet: do not close past them
+            closed_until = min(closed_until, window_start(hold, seconds))
+        stream_start = self.conn.execute(
+            sa.select(sa.func.min(a.c.window_start)).where(a.c.window_size == rule.window)
+        ).scalar_one()
+        if stream_start is None:
+            return
+        fingerprint = f"{_STATE_VERSION}:{rule.fingerprint()}"
         alert_from: datetime | None = None
+        previous: datetime | None = None
         if cursor is not None and cursor["fingerprint"] == fingerprint:
-            done_until = cursor["closed_until"]
-            rows = self.conn.execute(
-                sa.select(rb.c.ticker, rb.c.state).where(rb.c.rule == rule.name)
-            )
-            baselines = dict(rows.all())
+            previous = cursor["closed_until"]
+            closed_until = max(closed_until, previous)
         else:
             # First run, or the baseline's definition changed: rebuild it from all history,
             # but only alert on windows the previous configuration had not judged yet.
             alert_from = cursor["closed_until"] if cursor is not None else None
-            self.conn.execute(sa.delete(rb).where(rb.c.rule == rule.name))
-        self._load_alert_state()
+            forget(self.conn, rule.name)
 
-        if done_until is None or closed_until > done_until:
-            where = a.c.window_start < closed_until
-            if done_until is not None:
-                where = sa.and_(where, a.c.window_start >= done_until)
-            closed = self._windows(where)
-            for ticker, windows in closed.items():
-                state = self._close(
-                    ticker, windows, baselines.get(ticker), stream_start, alert_from
-                )
-                if state is not None:
-                    baselines[ticker] = state
-            for ticker in list(self.firing):
-                if self._stale_until(self.firing[ticker]) <= closed_until:
-                    self._resolve(ticker, self._stale_until(self.firing[ticker]))
-            self._save(set(closed), baselines, cursor, closed_until, fingerprint)
+        # Tickers with work: windows newly closed, windows re-opened, alerts gone stale.
+        where = [a.c.window_size == rule.window, a.c.window_start < closed_until]
+        if previous is not None:
+            where.append(a.c.window_start >= previous)
+        newly = dict(self.conn.execute(
+            sa.select(a.c.ticker, sa.func.min(a.c.window_start)).where(*where).group_by(a.c.ticker)
+        ).all())
+        late: dict[str, list[datetime]] = defaultdict(list)
+        for ticker, start in reopened:
+            if start < closed_until:
+                late[ticker].append(start)
+        al = t.alerts
+        firing = self.conn.execute(
+            sa.select(al.c.ticker).where(al.c.rule == rule.name, al.c.state == "firing")
+        ).scalars().all()
+        self.machines = load_machines(self.conn, rule.name, {*newly, *late, *firing})
 
-        # Open windows may fire early; they are judged for good once closed.
-        where = a.c.window_start >= closed_until
-        if since is not None:
-            where = sa.and_(where, a.c.updated_at >= since)
-        for ticker, windows in self._windows(where).items():
-            self._peek(ticker, windows, baselines.get(ticker), stream_start)
-        return self.new_ids
+        spans: dict[str, datetime | None] = {}
+        for ticker, machine in self.machines.items():
+            start = machine.next_start
+            if start is not None and late.get(ticker) and min(late[ticker]) < start:
+                start = self._rewind(ticker, late[ticker]) or start
+            if ticker in newly or ticker in late:
+                spans[ticker] = start
+        for ticker, windows in self._windows(spans, closed_until).items():
+            self._close(ticker, windows, stream_start, alert_from)
+        for ticker, machine in self.machines.items():
+            if machine.firing is not None and self._stale_until(machine.firing) <= closed_until:
+                self._resolve(ticker, self._stale_until(machine.firing))
+        self._retract()
+        self._save(cursor, closed_until, fingerprint)
 
-    def _save(
-        self,
-        dirty: set[str],
-        baselines: dict[str, dict[str, Any]],
-        cursor: Any,
-        closed_until: datetime,
-        fingerprint: str,
-    ) -> None:
-        rb, rc = t.rule_baselines, t.rule_cursors
-        rows = [
-            {
-                "rule": self.rule.name,
-                "ticker": ticker,
-                "state": baselines[ticker],
-                "updated_at": self.now,
-            }
-            for ticker in sorted(dirty)
-        ]
-        for i in range(0, len(rows), 500):
-            stmt = self.storage.insert(rb).values(rows[i : i + 500])
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[rb.c.rule, rb.c.ticker],
-                set_={"state": stmt.excluded.state, "updated_at": stmt.excluded.updated_at},
-            )
-            self.conn.execute(stmt)
+    def _save(self, cursor: Any, closed_until: datetime, fingerprint: str) -> None:
+        save_snapshots(self.conn, self.storage, self.rule.name, self.snapshots)
+        save_machines(self.conn, self.storage, self.rule.name, self.machines, self.now)
+        keep = self.size + self.event_time.allowed_lateness
+        prune_snapshots(self.conn, self.rule.name, {
+            ticker: m.next_start - keep
+            for ticker, m in self.machines.items() if m.next_start is not None
+        })
+        rc = t.rule_cursors
         values = {
             "window_size": self.rule.window,
             "fingerprint": fingerprint,
@@ -359,18 +437,71 @@ class _RuleRun:
             )
             moved = result.rowcount != 1
         if moved:
-            raise _CursorMoved(self.rule.name)
+            raise CursorMoved(self.rule.name)
 
 
-def evaluate(storage: Storage, rules: RuleSet, since: datetime | None = None) -> list[Alert]:
-    """Evaluate every enabled rule and store new, extended and resolved alerts.
+def judge(
+    conn: sa.Connection,
+    storage: Storage,
+    rules: RuleSet,
+    *,
+    refreshed: Refreshed | None = None,
+    event_time: EventTime = EventTime(),
+) -> Judged:
+    """Evaluate every enabled rule in the caller's transaction.
+
+    Args:
+        conn: the transaction (the monitor's pass: the same one that re-aggregated).
+        storage: the database.
+        rules: the rules in force.
+        refreshed: what this pass re-aggregated (re-opened windows); None: nothing.
+        event_time: allowed lateness and idle-partition timeout.
+
+    Returns:
+        What was fired, resolved and re-judged.
+
+    Raises:
+        CursorMoved: another process evaluated a rule first (roll back and retry).
+        StorageError: the database refused.
+    """
+    judged = Judged()
+    now = utcnow()
+    hold = oldest_dirty(conn)
+    for rule in rules.enabled:
+        reopened = (refreshed.windows.get(rule.window, set()) if refreshed else set())
+        run = _RuleRun(conn, storage, rule, event_time, judged, now)
+        run.run(reopened, hold)
+    return judged
+
+
+def alert_records(conn: sa.Connection, ids: list[str]) -> list[Alert]:
+    """The ``Alert`` records of ``ids``, oldest first."""
+    if not ids:
+        return []
+    rows = (
+        conn.execute(
+            sa.select(t.alerts)
+            .where(t.alerts.c.id.in_(ids))
+            .order_by(t.alerts.c.fired_at, t.alerts.c.id)
+        )
+        .mappings()
+        .all()
+    )
+    return Storage.alert_records(conn, rows)
+
+
+def evaluate(
+    storage: Storage, rules: RuleSet, *, event_time: EventTime = EventTime()
+) -> list[Alert]:
+    """Evaluate every enabled rule over the stored aggregates, in one transaction.
+
+    A batch run (``aggregate`` then ``evaluate``) over a whole database judges every
+    closed window once; a second call over the same data returns ``[]``.
 
     Args:
         storage: the database, with aggregates for the rules' window sizes.
         rules: the rules in force.
-        since: only open windows whose aggregate was updated at or after this time (write
-            time, as for ``aggregate``) are checked for an early fire; closed windows are
-            judged exactly once from each rule's stored cursor whatever ``since`` is.
+        event_time: allowed lateness and idle-partition timeout.
 
     Returns:
         The alerts that fired for the first time in this call (some may already be
@@ -379,23 +510,11 @@ def evaluate(storage: Storage, rules: RuleSet, since: datetime | None = None) ->
     Raises:
         StorageError: the database refused.
     """
-    new_ids: list[str] = []
-    for rule in rules.enabled:
-        try:
-            with storage.begin() as conn:
-                new_ids.extend(_RuleRun(conn, storage, rule).run(since))
-        except _CursorMoved:
-            logger.info("rule %s: another process evaluated these windows first", rule.name)
-    if not new_ids:
+    try:
+        with storage.begin() as conn:
+            judged = judge(conn, storage, rules, event_time=event_time)
+    except CursorMoved as exc:
+        logger.info("rule %s: another process evaluated these windows first", exc)
         return []
     with storage.begin() as conn:
-        rows = (
-            conn.execute(
-                sa.select(t.alerts)
-                .where(t.alerts.c.id.in_(new_ids))
-                .order_by(t.alerts.c.fired_at, t.alerts.c.id)
-            )
-            .mappings()
-            .all()
-        )
-        return storage.alert_records(conn, rows)
+        return alert_records(conn, judged.new_ids)

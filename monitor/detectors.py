@@ -34,6 +34,12 @@ class WindowStats:
     mean: float
     std: float
     last_published_at: datetime
+    # Distinct stories (near-duplicate clusters) in the window; defaults to ``n``.
+    n_unique: int = -1
+
+    def __post_init__(self) -> None:
+        if self.n_unique < 0:
+            object.__setattr__(self, "n_unique", self.n)
 
 
 @dataclass(frozen=True)

@@ -190,7 +190,13 @@ class ScorerService:
                 for post, pred in zip(posts, predictions)
             ]
             started = time.perf_counter()
-            new_rows = self.storage.save_scored(scored)
+            # Event-time progress per input partition, stored with the rows (the watermark).
+            progress: dict[tuple[str, int], datetime] = {}
+            for consumed in batch.posts:
+                key = (consumed.topic, consumed.partition)
+                if key not in progress or consumed.post.published_at > progress[key]:
+                    progress[key] = consumed.post.published_at
+            new_rows = self.storage.save_scored(scored, progress=progress)
             self.metrics.db_write_latency.observe(time.perf_counter() - started)
             stored_ms = time.time() * 1000.0
             for post in scored:
