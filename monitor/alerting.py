@@ -59,6 +59,7 @@ from monitor.evidence import (
 )
 from monitor.rule_state import (
     Machine,
+    drop_snapshots,
     forget,
     load_machines,
     prune_snapshots,
@@ -74,6 +75,7 @@ logger = logging.getLogger(__name__)
 # Bumped when the stored per-ticker state changes shape: a mismatch rebuilds it.
 _STATE_VERSION = "2"
 _RANGES_PER_QUERY = 100
+_TICK = timedelta(microseconds=1)
 
 
 class CursorMoved(Exception):
@@ -322,6 +324,7 @@ class _RuleRun:
             return None
         for start in allowed:
             late[(ticker, start)] = "rejudged"
+        drop_snapshots(self.conn, self.rule.name, ticker, allowed[0])  # the replay rewrites them
         al = t.alerts
         rows = self.conn.execute(
             sa.select(al).where(al.c.rule == self.rule.name, al.c.ticker == ticker,
@@ -398,7 +401,15 @@ class _RuleRun:
             self._close(ticker, windows, stream_start, alert_from)
         for ticker, machine in self.machines.items():
             if machine.firing is not None and self._stale_until(machine.firing) <= closed_until:
-                self._resolve(ticker, self._stale_until(machine.firing))
+                # No window of this ticker met the condition up to the stale time: resolve, and
+                # count the silent stretch as judged. A window inside it that arrives later is a
+                # late window: the rule rewinds to the snapshot taken here and replays it.
+                stale = self._stale_until(machine.firing)
+                # Keyed just before the stale time: a window starting exactly there snapshots
+                # the state before its own verdict (which would resolve the same alert).
+                self.snapshots.append((ticker, stale - _TICK, machine.to_json()))
+                self._resolve(ticker, stale)
+                machine.next_start = max(machine.next_start or stale, stale)
         self._retract()
         self._save(cursor, closed_until, fingerprint)
 

@@ -158,6 +158,13 @@ def prune_snapshots(conn: sa.Connection, rule: str, horizons: dict[str, datetime
         )
 
 
+def drop_snapshots(conn: sa.Connection, rule: str, ticker: str, start: datetime) -> None:
+    """Drop one ticker's snapshots from ``start`` on (a rewind is about to rewrite them)."""
+    rs = t.rule_snapshots
+    conn.execute(sa.delete(rs).where(rs.c.rule == rule, rs.c.ticker == ticker,
+                                     rs.c.window_start >= start))
+
+
 def forget(conn: sa.Connection, rule: str) -> None:
     """Drop a rule's per-ticker state (its baseline definition changed)."""
     conn.execute(sa.delete(t.rule_baselines).where(t.rule_baselines.c.rule == rule))
