@@ -155,15 +155,17 @@ def _row(window: str, values: Sequence[Any], now: datetime) -> dict[str, Any]:
 
 
 def _upsert(conn: sa.Connection, storage: Storage, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
     table = t.aggregates
     keys = [table.c.ticker, table.c.window_size, table.c.window_start]
-    for i in range(0, len(rows), 500):
-        stmt = storage.insert(table).values(rows[i : i + 500])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=keys,
-            set_={c.name: stmt.excluded[c.name] for c in table.columns if c not in keys},
-        )
-        conn.execute(stmt)
+    stmt = storage.insert(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=keys,
+        set_={c.name: stmt.excluded[c.name] for c in table.columns if c not in keys},
+    )
+    # executemany: SQLAlchemy batches it ("insertmanyvalues") without compiling huge VALUES.
+    conn.execute(stmt, rows)
 
 
 def _merge(starts: Iterable[datetime], size: timedelta) -> list[tuple[datetime, datetime]]:

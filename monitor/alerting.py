@@ -414,13 +414,14 @@ class _RuleRun:
         self._save(cursor, closed_until, fingerprint)
 
     def _save(self, cursor: Any, closed_until: datetime, fingerprint: str) -> None:
-        save_snapshots(self.conn, self.storage, self.rule.name, self.snapshots)
-        save_machines(self.conn, self.storage, self.rule.name, self.machines, self.now)
         keep = self.size + self.event_time.allowed_lateness
-        prune_snapshots(self.conn, self.rule.name, {
-            ticker: m.next_start - keep
-            for ticker, m in self.machines.items() if m.next_start is not None
-        })
+        horizons = {ticker: m.next_start - keep
+                    for ticker, m in self.machines.items() if m.next_start is not None}
+        # Only snapshots a late post could still re-open are worth writing.
+        snapshots = [s for s in self.snapshots if s[0] not in horizons or s[1] >= horizons[s[0]]]
+        save_snapshots(self.conn, self.storage, self.rule.name, snapshots)
+        save_machines(self.conn, self.storage, self.rule.name, self.machines, self.now)
+        prune_snapshots(self.conn, self.rule.name, horizons)
         rc = t.rule_cursors
         values = {
             "window_size": self.rule.window,

@@ -109,13 +109,14 @@ def save_machines(
          "next_start": m.next_start}
         for ticker, m in sorted(machines.items())
     ]
-    for i in range(0, len(rows), _CHUNK):
-        stmt = storage.insert(rb).values(rows[i : i + _CHUNK])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[rb.c.rule, rb.c.ticker],
-            set_={c: stmt.excluded[c] for c in ("state", "updated_at", "next_start")},
-        )
-        conn.execute(stmt)
+    if not rows:
+        return
+    stmt = storage.insert(rb)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[rb.c.rule, rb.c.ticker],
+        set_={c: stmt.excluded[c] for c in ("state", "updated_at", "next_start")},
+    )
+    conn.execute(stmt, rows)
 
 
 def save_snapshots(
@@ -126,13 +127,14 @@ def save_snapshots(
     rs = t.rule_snapshots
     rows = [{"rule": rule, "ticker": tk, "window_start": at, "state": st}
             for tk, at, st in snapshots]
-    for i in range(0, len(rows), _CHUNK):
-        stmt = storage.insert(rs).values(rows[i : i + _CHUNK])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[rs.c.rule, rs.c.ticker, rs.c.window_start],
-            set_={"state": stmt.excluded.state},
-        )
-        conn.execute(stmt)
+    if not rows:
+        return
+    stmt = storage.insert(rs)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[rs.c.rule, rs.c.ticker, rs.c.window_start],
+        set_={"state": stmt.excluded.state},
+    )
+    conn.execute(stmt, rows)
 
 
 def snapshot_from(

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     storage = Storage(settings.database_url)
     storage.migrate()
     metrics = Metrics()
-    service = MonitorService(storage, rules, metrics)
+    service = MonitorService(storage, rules, metrics, settings.monitor)
     endpoint = None
     try:
         if args.once:

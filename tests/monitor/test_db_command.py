@@ -26,7 +26,12 @@ def test_upgrade_then_query(database_url: str, capsys: pytest.CaptureFixture[str
     with pytest.raises(ConfigError, match="finpulse db upgrade"):
         finpulse_db(database_url, "alerts")
     assert finpulse_db(database_url, "upgrade") == 0
-    assert "revision 0001" in capsys.readouterr().out
+    from alembic.script import ScriptDirectory
+
+    from finpulse.storage.database import MIGRATIONS_DIR
+
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    assert f"revision {head}" in capsys.readouterr().out
     assert finpulse_db(database_url, "upgrade") == 0
 
     from finpulse.storage import Storage
