@@ -30,8 +30,8 @@ import sqlalchemy as sa
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from finpulse.schemas import ScoredPost  # noqa: E402
-from finpulse.storage import Storage  # noqa: E402
+from finpulse.schemas import ScoredPost
+from finpulse.storage import Storage
 
 TICKERS = 50
 HISTORY_DAYS = 30

@@ -108,7 +108,7 @@ scores = sa.Table(
     sa.Column("p_positive", sa.Float, nullable=False),
     sa.Column("confidence", sa.Float, nullable=False),
     sa.Column("scored_at", UTCDateTime, nullable=False),
-    # When this row reached the database: aggregate(since=...) finds new work by it.
+    # When this row reached the database (new work is found through dirty_windows).
     sa.Column("stored_at", UTCDateTime, nullable=False, index=True),
     sa.CheckConstraint("label IN ('negative', 'neutral', 'positive')", name="label"),
 )

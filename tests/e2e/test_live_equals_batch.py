@@ -78,7 +78,7 @@ def test_live_alerts_equal_a_batch_pass(request, partitions, db, kafka_settings,
     def score() -> None:
         try:
             scorer.run(threading.Event(), until_consumed=len(posts))
-        except BaseException as exc:  # reported by the main thread
+        except Exception as exc:  # noqa: BLE001 - handed to the main thread, which fails the test
             failures.append(exc)
         finally:
             done.set()

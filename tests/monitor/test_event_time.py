@@ -97,6 +97,10 @@ def test_a_late_burst_reopens_its_judged_window(storage: Storage, tmp_path) -> N
         "finpulse_monitor_late_posts_total", {"outcome": "rejudged"}) == late_n
     assert registry.get_sample_value(
         "finpulse_monitor_alerts_resolved_total", {"rule": "sentiment_drop"}) == 1
+    passes = len(by_hour(on_time)) + 1
+    assert registry.get_sample_value("finpulse_monitor_pass_duration_seconds_count") == passes
+    assert registry.get_sample_value("finpulse_monitor_last_pass_timestamp_seconds") > 0
+    assert registry.get_sample_value("finpulse_monitor_dirty_windows") == 0
 
 
 def test_posts_later_than_the_allowed_lateness_are_counted_not_judged(storage: Storage) -> None:

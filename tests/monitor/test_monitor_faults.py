@@ -155,7 +155,7 @@ def test_a_bad_rules_file_is_fatal_with_one_line(tmp_path) -> None:
         [sys.executable, "-m", "finpulse", "monitor"],
         env=_env(FINPULSE_DATABASE_URL=f"sqlite:///{tmp_path / 'm.db'}",
                  FINPULSE_ALERTS__RULES_FILE=str(rules)),
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=60, check=False,
     )
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
