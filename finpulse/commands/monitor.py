@@ -34,7 +34,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     else:
         # A service waits out a database that is not up yet, as it rides out outages later.
         stop = stop_on_signals()
-        if retry_transient(storage.migrate, stop=stop, what="migrating the database") is None:
+        retry_transient(storage.migrate, stop=stop, what="migrating the database")
+        if stop.is_set():
             storage.dispose()
             return 0
     metrics = Metrics()

@@ -29,7 +29,7 @@ from finpulse.settings import MonitorSettings
 from finpulse.storage import Storage
 from finpulse.storage import tables as t
 from monitor.aggregation import Refreshed, count_dirty, refresh_dirty, window_start
-from monitor.alerting import CursorMoved, EventTime, Judged, alert_records, judge
+from monitor.judging import CursorMoved, EventTime, Judged, alert_records, judge
 from monitor.rules import RuleSet
 
 logger = logging.getLogger(__name__)

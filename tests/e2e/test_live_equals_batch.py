@@ -21,7 +21,7 @@ from ingest.producer import PostProducer
 from ingest.topics import ensure_topics
 from models.inference import SentimentEngine
 from monitor.aggregation import aggregate
-from monitor.alerting import evaluate
+from monitor.judging import evaluate
 from monitor.rules import RuleSet
 from monitor.watermark import partition_watermark
 from tests.e2e.posts import T0, calm_then_burst

@@ -16,7 +16,7 @@ from finpulse.settings import MonitorSettings
 from finpulse.storage import Storage
 from finpulse.storage import tables as t
 from monitor.aggregation import aggregate
-from monitor.alerting import evaluate
+from monitor.judging import evaluate
 from tests.monitor.test_alerting import BOTH, RULES, burst, calm
 from tests.records import T0, scored
 

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from finpulse.storage import Storage
 from finpulse.storage import tables as t
 from monitor.aggregation import aggregate
-from monitor.alerting import evaluate
+from monitor.judging import evaluate
 from tests.monitor.test_alerting import BOTH, RULES, burst, calm
 
 OUTAGE_S = 30.0
@@ -97,7 +97,7 @@ def _wait(condition, timeout_s: float, what: str) -> None:
 
 
 @pytest.mark.postgres
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(420)
 def test_monitor_rides_out_a_database_outage(private_postgres: PrivatePostgres, tmp_path) -> None:
     storage = Storage(private_postgres.url)
     storage.migrate()
@@ -116,7 +116,7 @@ def test_monitor_rides_out_a_database_outage(private_postgres: PrivatePostgres, 
             with storage.begin() as conn:
                 return len(conn.execute(sa.select(t.rule_cursors)).all())
 
-        _wait(lambda: cursors() == 2, 60, "the first monitor pass")
+        _wait(lambda: cursors() == 2, 180, "the first monitor pass")
         storage.dispose()
         private_postgres.stop()
         deadline = time.monotonic() + OUTAGE_S
@@ -136,7 +136,10 @@ def test_monitor_rides_out_a_database_outage(private_postgres: PrivatePostgres, 
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+            proc.communicate()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
         storage.dispose()
 
     batch = Storage(f"sqlite:///{tmp_path / 'batch.db'}")
