@@ -65,6 +65,11 @@ class Metrics:
         db_write_latency: seconds per database write transaction.
         alerts_fired: alerts fired, by rule and severity.
         alerts_firing: alerts currently firing, by rule.
+        alerts_resolved: alerts resolved, by rule.
+        late_posts: scores for already judged windows, by outcome (rejudged, too_late).
+        monitor_pass_duration: seconds per monitor pass.
+        monitor_last_pass: Unix time of the last completed monitor pass.
+        dirty_windows: (ticker, minute) buckets waiting for re-aggregation.
         model_info: the model version being served.
         last_batch_timestamp: Unix time of the last committed batch.
         consumer_lag: messages behind the newest offset, summed over partitions.
@@ -129,6 +134,32 @@ class Metrics:
         )
         self.alerts_firing = Gauge(
             "finpulse_monitor_alerts_firing", "Alerts currently firing.", ["rule"], **kw
+        )
+        self.alerts_resolved = Counter(
+            "finpulse_monitor_alerts_resolved_total", "Alerts resolved.", ["rule"], **kw
+        )
+        self.late_posts = Counter(
+            "finpulse_monitor_late_posts_total",
+            "New scores for windows the rules had already judged, by outcome "
+            "(rejudged: the window was re-opened; too_late: beyond the allowed lateness).",
+            ["outcome"],
+            **kw,
+        )
+        self.monitor_pass_duration = Histogram(
+            "finpulse_monitor_pass_duration_seconds",
+            "Time per monitor pass (re-aggregation and rule evaluation).",
+            buckets=LATENCY_BUCKETS,
+            **kw,
+        )
+        self.monitor_last_pass = Gauge(
+            "finpulse_monitor_last_pass_timestamp_seconds",
+            "Unix time of the last completed monitor pass.",
+            **kw,
+        )
+        self.dirty_windows = Gauge(
+            "finpulse_monitor_dirty_windows",
+            "Dirty (ticker, minute) buckets waiting to be re-aggregated.",
+            **kw,
         )
         self.model_info = Info("finpulse_scorer_model", "The model version being served.", **kw)
         self.last_batch_timestamp = Gauge(

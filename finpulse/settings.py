@@ -93,6 +93,19 @@ class AlertSettings(Section):
     rules_file: Path | None = None
 
 
+class MonitorSettings(Section):
+    """The monitor's event-time handling and pass size."""
+
+    # A late post re-opens (and re-judges) its window only if the window ended less than
+    # this long (event time) before its ticker's judged progress; later ones are stored
+    # and counted in finpulse_monitor_late_posts_total{outcome="too_late"}.
+    allowed_lateness_s: float = Field(default=6 * 3600.0, ge=0)
+    # A partition with no new data for this long (wall clock) stops holding the watermark back.
+    idle_partition_s: float = Field(default=60.0, gt=0)
+    # At most this many dirty (ticker, minute) buckets are re-aggregated per pass.
+    max_dirty_per_pass: int = Field(default=20000, ge=1)
+
+
 class MetricsSettings(Section):
     """The Prometheus endpoint. ``port=0`` picks a free port."""
 
@@ -158,6 +171,7 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     scorer: ScorerSettings = ScorerSettings()
     alerts: AlertSettings = AlertSettings()
+    monitor: MonitorSettings = MonitorSettings()
     metrics: MetricsSettings = MetricsSettings()
     api: ApiSettings = ApiSettings()
     notifier: NotifierSettings = NotifierSettings()

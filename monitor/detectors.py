@@ -34,9 +34,12 @@ class WindowStats:
     mean: float
     std: float
     last_published_at: datetime
-    # Distinct stories: posts of one near-duplicate cluster count once. None where the
-    # aggregates do not carry it yet; readers then fall back to ``n``.
-    n_unique: int | None = None
+    # Distinct stories (near-duplicate clusters) in the window; defaults to ``n``.
+    n_unique: int = -1
+
+    def __post_init__(self) -> None:
+        if self.n_unique < 0:
+            object.__setattr__(self, "n_unique", self.n)
 
 
 @dataclass(frozen=True)
@@ -191,8 +194,8 @@ class VolumeSpikeDetector(NegativeVolumeSpikeDetector):
 
     @staticmethod
     def count(window: WindowStats) -> int:
-        """The window's distinct posts (``n`` where the aggregate has no ``n_unique``)."""
-        return window.n if window.n_unique is None else window.n_unique
+        """The window's distinct stories (near-duplicate clusters count once)."""
+        return window.n_unique
 
     def check(self, state: State, window: WindowStats, stream_start: datetime) -> Check:
         rule: VolumeSpikeRule = self.rule  # type: ignore[assignment]

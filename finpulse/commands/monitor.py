@@ -21,6 +21,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from finpulse.metrics import Metrics
     from finpulse.services.metrics import serve_metrics
     from finpulse.services.monitor import MonitorService
+    from finpulse.services.policy import retry_transient
     from finpulse.storage import Storage
     from monitor.rules import RuleSet
 
@@ -28,9 +29,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("--interval must be a positive number of seconds", field="interval")
     rules = RuleSet.load(settings.alerts.rules_file)
     storage = Storage(settings.database_url)
-    storage.migrate()
+    if args.once:
+        storage.migrate()
+    else:
+        # A service waits out a database that is not up yet, as it rides out outages later.
+        stop = stop_on_signals()
+        retry_transient(storage.migrate, stop=stop, what="migrating the database")
+        if stop.is_set():
+            storage.dispose()
+            return 0
     metrics = Metrics()
-    service = MonitorService(storage, rules, metrics)
+    service = MonitorService(storage, rules, metrics, settings.monitor)
     endpoint = None
     try:
         if args.once:
@@ -40,7 +49,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"  {alert.ticker:6} {alert.rule:21} {alert.window:3} {alert.explanation}")
         else:
             endpoint = serve_metrics(metrics, settings)
-            service.run(stop_on_signals(), interval_s=args.interval)
+            service.run(stop, interval_s=args.interval)
     finally:
         storage.dispose()
         if endpoint is not None:

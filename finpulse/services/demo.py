@@ -217,7 +217,9 @@ def run_demo(
         if failures:
             raise failures[0]
 
-        monitor = MonitorService(storage, RuleSet.load(settings.alerts.rules_file), metrics)
+        monitor = MonitorService(
+            storage, RuleSet.load(settings.alerts.rules_file), metrics, settings.monitor
+        )
         result = monitor.run_once()
         if report is not None:
             when = resolve_range(storage, "7d")

@@ -71,6 +71,18 @@ T = TypeVar("T")
 Refused = list[tuple[ConsumedPost, MalformedMessage]]
 
 
+def partition_progress(
+    items: Sequence[tuple[ConsumedPost, ScoredPost]],
+) -> dict[tuple[str, int], datetime]:
+    """The newest ``published_at`` per input partition: the monitor's watermark reads it."""
+    progress: dict[tuple[str, int], datetime] = {}
+    for consumed, post in items:
+        key = (consumed.topic, consumed.partition)
+        if key not in progress or post.published_at > progress[key]:
+            progress[key] = post.published_at
+    return progress
+
+
 class BatchAbandoned(Exception):
     """``stop`` was set while a step of the batch waited out a transient fault."""
 
@@ -209,8 +221,13 @@ class ScorerService:
     ) -> tuple[int, list[tuple[ConsumedPost, ScoredPost]], Refused]:
         """Store the scored posts; rows the database refuses are isolated (``db_refused``)."""
 
+        def save(items: Sequence[tuple[ConsumedPost, ScoredPost]]) -> int:
+            return self.storage.save_scored(
+                [post for _, post in items], progress=partition_progress(items)
+            )
+
         def attempt() -> tuple[list[int], list[tuple[tuple[ConsumedPost, ScoredPost], BaseException]]]:
-            return run_bisecting(pairs, lambda items: self.storage.save_scored([p for _, p in items]))
+            return run_bisecting(pairs, save)
 
         counts, failed = self._guard("store", attempt)
         refused_ids = {id(pair) for pair, _ in failed}

@@ -12,7 +12,7 @@ driver's first line, never the SQL statement).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -179,7 +179,12 @@ class Storage:
                 sa.text("SELECT version_num FROM alembic_version")
             ).scalar_one_or_none()
 
-    def save_scored(self, posts: Sequence[ScoredPost]) -> int:
+    def save_scored(
+        self,
+        posts: Sequence[ScoredPost],
+        *,
+        progress: Mapping[tuple[str, int], datetime] | None = None,
+    ) -> int:
         """Store scored posts in one transaction; a post or score already stored is skipped.
 
         First write wins: a post whose id is already stored (or came earlier in ``posts``)
@@ -187,8 +192,15 @@ class Storage:
         always matches its text, tickers and scores. The scorer refuses such posts to the
         DLQ before they get here (``finpulse.services.validation``).
 
+        In the same transaction it marks the (ticker, minute) buckets that received new
+        scores as dirty (the monitor re-aggregates them) and records each input partition's
+        event-time progress (the monitor's watermark).
+
         Args:
             posts: scored posts; the same post may come with several model versions.
+            progress: the newest ``published_at`` per (topic, partition) in this batch;
+                stored capped at the current time, so a post dated in the future cannot
+                move the watermark past the present.
 
         Returns:
             The number of new score rows (0 when the whole batch was already stored).
@@ -261,7 +273,11 @@ class Storage:
                     .on_conflict_do_nothing()
                     .returning(t.scores.c.post_id)
                 )
-                new_scores += len(conn.execute(stmt).all())
+                new_post_ids = [row[0] for row in conn.execute(stmt)]
+                new_scores += len(new_post_ids)
+                _mark_dirty(self, conn, new_post_ids, post_rows, now)
+            if progress:
+                _record_progress(self, conn, progress, now)
         logger.debug("stored %d scored posts: %d new scores", len(posts), new_scores)
         return new_scores
 
@@ -480,6 +496,60 @@ def _stored_differently(conn: Connection, rows: Sequence[dict[str, Any]]) -> set
             ):
                 found.add(stored["id"])
     return found
+def _mark_dirty(
+    storage: Storage,
+    conn: Connection,
+    post_ids: Sequence[str],
+    post_rows: Mapping[str, Mapping[str, Any]],
+    now: datetime,
+) -> None:
+    """Mark the (ticker, minute) buckets of newly scored posts for re-aggregation."""
+    counts: dict[tuple[str, datetime], int] = {}
+    for post_id in post_ids:
+        row = post_rows[post_id]
+        epoch = int(row["published_at"].timestamp() // 60 * 60)
+        minute = datetime.fromtimestamp(epoch, tz=timezone.utc)
+        for ticker in row["tickers"]:
+            counts[(ticker, minute)] = counts.get((ticker, minute), 0) + 1
+    rows = [
+        {"ticker": ticker, "minute_start": minute, "n": n, "marked_at": now}
+        for (ticker, minute), n in sorted(counts.items())
+    ]
+    table = t.dirty_windows
+    for chunk in _chunks(rows):
+        stmt = storage.insert(table).values(chunk)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[table.c.ticker, table.c.minute_start],
+            set_={"n": table.c.n + stmt.excluded.n, "marked_at": stmt.excluded.marked_at},
+        )
+        conn.execute(stmt)
+
+
+def _record_progress(
+    storage: Storage,
+    conn: Connection,
+    progress: Mapping[tuple[str, int], datetime],
+    now: datetime,
+) -> None:
+    """Raise each partition's stored event-time progress (never lower it)."""
+    table = t.partition_progress
+    rows = [
+        {"topic": topic, "partition": partition,
+         "max_published_at": min(published_at, now), "updated_at": now}
+        for (topic, partition), published_at in sorted(progress.items())
+    ]
+    stmt = storage.insert(table).values(rows)
+    newer = stmt.excluded.max_published_at > table.c.max_published_at
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c.topic, table.c.partition],
+        set_={
+            "max_published_at": sa.case(
+                (newer, stmt.excluded.max_published_at), else_=table.c.max_published_at
+            ),
+            "updated_at": stmt.excluded.updated_at,
+        },
+    )
+    conn.execute(stmt)
 
 
 def _enable_wal(cursor: Any, attempts: int = 100) -> None:

@@ -71,8 +71,7 @@ posts = sa.Table(
     sa.Column("tickers", sa.JSON, nullable=False),
     sa.Column("lang", sa.String(16)),
     sa.Column("stored_at", UTCDateTime, nullable=False),
-    # Near-duplicate cluster: the id of the first post of the same story (ingest/dedup.py);
-    # NULL = not clustered, counts as its own cluster.
+    # The near-duplicate cluster (story) a post belongs to; NULL: a story of its own.
     sa.Column("cluster_id", sa.String(200), index=True),
 )
 
@@ -109,7 +108,7 @@ scores = sa.Table(
     sa.Column("p_positive", sa.Float, nullable=False),
     sa.Column("confidence", sa.Float, nullable=False),
     sa.Column("scored_at", UTCDateTime, nullable=False),
-    # When this row reached the database: aggregate(since=...) finds new work by it.
+    # When this row reached the database (new work is found through dirty_windows).
     sa.Column("stored_at", UTCDateTime, nullable=False, index=True),
     sa.CheckConstraint("label IN ('negative', 'neutral', 'positive')", name="label"),
 )
@@ -131,6 +130,8 @@ aggregates = sa.Table(
     sa.Column("volume", sa.Float, nullable=False),
     sa.Column("last_published_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # Distinct stories: COUNT(DISTINCT COALESCE(posts.cluster_id, posts.id)).
+    sa.Column("n_unique", sa.Integer, nullable=False, server_default=sa.text("0")),
     sa.Index("ix_aggregates_window_size_window_start", "window_size", "window_start"),
 )
 
@@ -190,7 +191,8 @@ rule_cursors = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
 )
 
-# Each rule's baseline per ticker (EWMA state), as of its cursor.
+# Each rule's progress per ticker: ``state`` holds the detector's baseline and the alert
+# machine (firing alert, last resolution) after judging every window before ``next_start``.
 rule_baselines = sa.Table(
     "rule_baselines",
     metadata,
@@ -198,6 +200,45 @@ rule_baselines = sa.Table(
     sa.Column("ticker", sa.String(10), primary_key=True),
     sa.Column("state", sa.JSON, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # The start of the first window of this ticker not judged yet (NULL: none judged).
+    sa.Column("next_start", UTCDateTime),
+)
+
+# The state of a (rule, ticker) just *before* each judged window, kept for the allowed
+# lateness: a late post re-opens its window and the rule replays from the snapshot.
+rule_snapshots = sa.Table(
+    "rule_snapshots",
+    metadata,
+    sa.Column("rule", sa.String(64), primary_key=True),
+    sa.Column("ticker", sa.String(10), primary_key=True),
+    sa.Column("window_start", UTCDateTime, primary_key=True),
+    sa.Column("state", sa.JSON, nullable=False),
+)
+
+# Event-time progress per input partition, written by the scorers in the same transaction
+# as a batch's rows: the monitor's watermark is the minimum over the active partitions.
+partition_progress = sa.Table(
+    "partition_progress",
+    metadata,
+    sa.Column("topic", sa.String(255), primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True, autoincrement=False),
+    # The newest published_at stored from this partition (capped at the time it was stored).
+    sa.Column("max_published_at", UTCDateTime, nullable=False),
+    # Wall clock of the last batch with data from this partition (idle detection).
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# (ticker, minute) buckets that received new scores and await re-aggregation; written with
+# the scores, claimed (deleted) by the monitor in the transaction that re-aggregates them.
+dirty_windows = sa.Table(
+    "dirty_windows",
+    metadata,
+    sa.Column("ticker", sa.String(10), primary_key=True),
+    sa.Column("minute_start", UTCDateTime, primary_key=True),
+    # New scores in this bucket since it was last claimed.
+    sa.Column("n", sa.Integer, nullable=False),
+    sa.Column("marked_at", UTCDateTime, nullable=False),
+    sa.Index("ix_dirty_windows_minute_start", "minute_start"),
 )
 
 model_versions = sa.Table(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from datetime import timedelta
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -11,12 +13,13 @@ from prometheus_client import CollectorRegistry
 from finpulse.metrics import Metrics
 from finpulse.services.monitor import MonitorService
 from finpulse.services.scorer import ScorerService, load_engine
-from finpulse.settings import Settings
-from finpulse.storage import Storage
+from finpulse.settings import MonitorSettings, Settings
+from finpulse.storage import Storage, utcnow
 from ingest.producer import PostProducer
 from ingest.topics import ensure_topics
 from models.inference import SentimentEngine
 from monitor.rules import RuleSet
+from monitor.watermark import partition_watermark
 from tests.e2e.posts import MALFORMED, calm_then_burst, drain
 
 pytestmark = pytest.mark.timeout(300)
@@ -39,7 +42,9 @@ def test_every_post_stored_once_malformed_in_dlq_and_burst_alerted(request, db, 
     )
     ensure_topics(settings.kafka)
     baseline, burst = calm_then_burst()
-    posts = baseline + burst
+    # An hour after the burst: the monitor judges closed windows only (no early firing).
+    trailing = [p for p in calm_then_burst(hours=14)[0] if "-13-" in p.id]
+    posts = baseline + burst + trailing
     with PostProducer(settings.kafka) as producer:
         for post in posts[: len(posts) // 2]:
             producer.publish_post(post)
@@ -95,7 +100,17 @@ def test_every_post_stored_once_malformed_in_dlq_and_burst_alerted(request, db, 
 
     assert registry.get_sample_value("finpulse_scorer_consumer_lag_messages") == 0
 
-    monitor = MonitorService(storage, RuleSet.load(), metrics)
+    # The stream has ended: once every partition has been idle for a second, the watermark
+    # reaches the end of the stream and the burst's hour closes.
+    monitor = MonitorService(storage, RuleSet.load(), metrics, MonitorSettings(idle_partition_s=1))
+    deadline = time.monotonic() + 30
+    while True:
+        with storage.begin() as conn:
+            mark = partition_watermark(conn, utcnow(), timedelta(seconds=1))
+        if mark is not None and mark >= max(p.published_at for p in posts):
+            break
+        assert time.monotonic() < deadline, "partitions never went idle"
+        time.sleep(0.1)
     result = monitor.run_once()
     assert storage.aggregates("BA", "1h")
     fired = [a for a in result.fired if a.ticker == "BA"]

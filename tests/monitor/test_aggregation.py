@@ -1,14 +1,20 @@
-"""Window aggregation: hand-checked values, window boundaries, multi-ticker posts, re-runs."""
+"""Window aggregation: hand-checked values, window boundaries, multi-ticker posts, re-runs,
+incremental passes from dirty markers, and the SQL against a plain Python computation."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import math
+import random
+from datetime import datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from finpulse.errors import ConfigError
-from finpulse.storage import Storage, utcnow
-from monitor.aggregation import aggregate, window_start
+from finpulse.schemas import WINDOW_SECONDS
+from finpulse.storage import Storage
+from finpulse.storage import tables as t
+from monitor.aggregation import aggregate, aggregate_new, window_start
 from tests.records import T0, scored
 
 M = timedelta(minutes=1)
@@ -79,24 +85,26 @@ def test_rerun_rewrites_the_same_rows(storage: Storage) -> None:
     assert storage.aggregates(None, "5m") == before
 
 
-def test_since_only_touches_windows_with_new_scores(storage: Storage) -> None:
+def test_incremental_pass_only_touches_windows_with_new_scores(storage: Storage) -> None:
     storage.save_scored(_dataset())
     aggregate(storage)
-    mark = utcnow()
-    assert aggregate(storage, since=mark) == 0
+    assert aggregate_new(storage).rows == 0
     storage.save_scored([scored("i", 90 * M, score=-0.5)])
-    # The 1h block 01:00-02:00 of ACME is recomputed: 1m at 60 and 90, 5m at 60 and 90, 1h at 60.
-    assert aggregate(storage, since=mark) == 5
+    storage.save_scored([scored("i", 90 * M, score=-0.5)])  # redelivered: no new marker
+    # Only the windows holding 01:30 are recomputed: 1m at 90, 5m at 90, 1h at 60.
+    done = aggregate_new(storage)
+    assert done.rows == 3
+    assert done.markers == {("ACME", T0 + 90 * M): 1}
     assert _by_start(storage, "ACME", "1h")[60 * M].n == 2
     assert _by_start(storage, "ACME", "1h")[timedelta(0)].n == 7
+    assert aggregate_new(storage).rows == 0
 
 
 def test_late_posts_update_their_old_window(storage: Storage) -> None:
     storage.save_scored(_dataset())
-    aggregate(storage)
-    mark = utcnow()
+    aggregate_new(storage)
     storage.save_scored([scored("late", timedelta(seconds=10), ("BETA",), 0.6)])
-    aggregate(storage, since=mark)
+    aggregate_new(storage)
     (beta,) = storage.aggregates("BETA", "1h")
     assert beta.n == 2
     assert beta.mean_score == pytest.approx((-0.8 + 0.6) / 2)
@@ -104,15 +112,89 @@ def test_late_posts_update_their_old_window(storage: Storage) -> None:
 
 def test_incremental_runs_equal_a_full_rebuild(storage: Storage) -> None:
     posts = _dataset()
-    mark = None
     for i in range(0, len(posts), 2):
         storage.save_scored(posts[i : i + 2])
-        aggregate(storage, since=mark)
-        mark = utcnow()
+        aggregate_new(storage, limit=3)
         storage.save_scored(posts[i : i + 2])  # a redelivered batch changes nothing
+    while aggregate_new(storage, limit=3).markers:
+        pass
     incremental = {w: storage.aggregates(None, w) for w in ("1m", "5m", "1h")}
     aggregate(storage)
     assert {w: storage.aggregates(None, w) for w in ("1m", "5m", "1h")} == incremental
+
+
+def _python_windows(posts: list, clusters: dict[str, str]) -> dict[tuple, dict]:
+    """The aggregates computed the plain way: latest score per post, then sums per window."""
+    latest: dict[str, object] = {}
+    for post in posts:
+        key = (post.scored_at, post.model_version)
+        if post.id not in latest or key > (latest[post.id].scored_at, latest[post.id].model_version):
+            latest[post.id] = post
+    out: dict[tuple, dict] = {}
+    for post in latest.values():
+        for ticker in post.tickers:
+            for window, seconds in WINDOW_SECONDS.items():
+                key = (ticker, window, window_start(post.published_at, seconds))
+                acc = out.setdefault(key, {"scores": [], "neg": 0, "conf": [], "stories": set(),
+                                           "last": post.published_at})
+                acc["scores"].append(post.score)
+                acc["conf"].append(post.confidence)
+                acc["neg"] += post.label == "negative"
+                acc["stories"].add(clusters.get(post.id, post.id))
+                acc["last"] = max(acc["last"], post.published_at)
+    return out
+
+
+def test_sql_aggregation_matches_a_python_computation(storage: Storage) -> None:
+    rng = random.Random(7)
+    posts = []
+    for i in range(300):
+        at = timedelta(seconds=rng.randrange(0, 2 * 86400), microseconds=rng.randrange(10**6))
+        tickers = tuple(rng.sample(["ACME", "BETA", "GAMMA"], rng.randint(1, 2)))
+        score = round(rng.uniform(-1, 1), 3)
+        posts.append(scored(f"p{i}", at, tickers, score, confidence=rng.uniform(0.3, 1.0)))
+        if i % 7 == 0:  # a second model version, scored later: it wins
+            posts.append(scored(f"p{i}", at, tickers, -score, version="v0",
+                                scored_at=T0 + timedelta(days=5)))
+    storage.save_scored(posts[:200])
+    aggregate_new(storage, windows=tuple(WINDOW_SECONDS))
+    storage.save_scored(posts[200:])
+    clusters = {f"p{i}": f"story-{i % 40}" for i in range(0, 300, 3)}
+    with storage.begin() as conn:
+        for post_id, cluster in clusters.items():
+            conn.execute(sa.update(t.posts).where(t.posts.c.id == post_id).values(cluster_id=cluster))
+    # Clusters changed for already stored posts too: a full rebuild, then compare all windows.
+    aggregate(storage, windows=tuple(WINDOW_SECONDS))
+    expected = _python_windows(posts, clusters)
+    with storage.begin() as conn:
+        rows = conn.execute(sa.select(t.aggregates)).mappings().all()
+    assert len(rows) == len(expected)
+    for row in rows:
+        acc = expected[(row["ticker"], row["window_size"], row["window_start"])]
+        n = len(acc["scores"])
+        mean = sum(acc["scores"]) / n
+        std = math.sqrt(max(sum(x * x for x in acc["scores"]) / n - mean * mean, 0.0))
+        weighted = sum(c * x for c, x in zip(acc["conf"], acc["scores"])) / sum(acc["conf"])
+        assert (row["n"], row["n_negative"], row["n_unique"]) == (n, acc["neg"], len(acc["stories"]))
+        assert row["mean_score"] == pytest.approx(mean, abs=1e-9)
+        assert row["score_std"] == pytest.approx(std, abs=1e-6)
+        assert row["weighted_score"] == pytest.approx(weighted, abs=1e-9)
+        assert row["last_published_at"] == acc["last"]
+        assert isinstance(row["last_published_at"], datetime)
+
+
+def test_n_unique_counts_stories(storage: Storage) -> None:
+    storage.save_scored([scored(f"d{i}", i * M, score=-0.5) for i in range(4)])
+    aggregate(storage, windows=("1h",))
+    assert [a.n for a in storage.aggregates("ACME", "1h")] == [4]
+    with storage.begin() as conn:
+        conn.execute(sa.update(t.posts).where(t.posts.c.id.in_(["d1", "d2"]))
+                     .values(cluster_id="d0"))
+        n_unique = conn.execute(sa.select(t.aggregates.c.n_unique)).scalar_one()
+    assert n_unique == 4  # until re-aggregated
+    aggregate(storage, windows=("1h",))
+    with storage.begin() as conn:
+        assert conn.execute(sa.select(t.aggregates.c.n_unique)).scalar_one() == 2
 
 
 def test_posts_without_tickers_are_not_aggregated(storage: Storage) -> None:

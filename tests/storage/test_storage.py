@@ -6,26 +6,22 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
 
 from finpulse.errors import ConfigError, StorageError
 from finpulse.storage import Storage, normalize_url, tables
+from finpulse.storage.database import MIGRATIONS_DIR
 from tests.records import T0, scored
 
-
-def _head() -> str | None:
-    """The newest migration revision (the one ``migrate`` leaves the database at)."""
-    from alembic.script import ScriptDirectory
-
-    from finpulse.storage.database import MIGRATIONS_DIR
-
-    return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+# The newest migration: every test database is migrated to it.
+HEAD = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
 
 
 def test_migrate_twice_keeps_data(storage: Storage) -> None:
     storage.save_scored([scored("a", timedelta(minutes=1))])
     storage.migrate()
     storage.migrate()
-    assert storage.revision() == _head()
+    assert storage.revision() == HEAD
     assert storage.count_posts() == 1
 
 
@@ -93,7 +89,7 @@ def test_migrate_stamps_tables_created_without_alembic(database_url: str) -> Non
     try:
         tables.metadata.create_all(storage.engine)
         storage.migrate()
-        assert storage.revision() == _head()
+        assert storage.revision() == HEAD
     finally:
         storage.dispose()
 
@@ -158,7 +154,7 @@ def test_concurrent_migrations_do_not_collide(database_url: str) -> None:
     try:
         with ThreadPoolExecutor(3) as pool:
             list(pool.map(lambda s: s.migrate(), stores))
-        assert {s.revision() for s in stores} == {_head()}
+        assert {s.revision() for s in stores} == {HEAD}
     finally:
         for store in stores:
             store.dispose()
