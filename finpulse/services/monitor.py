@@ -29,7 +29,9 @@ from finpulse.settings import MonitorSettings
 from finpulse.storage import Storage
 from finpulse.storage import tables as t
 from monitor.aggregation import Refreshed, count_dirty, refresh_dirty, window_start
+from monitor.health import evaluate_model_health
 from monitor.judging import CursorMoved, EventTime, Judged, alert_records, judge
+from monitor.risk_events import evaluate_risk_events
 from monitor.rules import RuleSet
 
 logger = logging.getLogger(__name__)
@@ -81,6 +83,11 @@ class MonitorService:
         )
         # The dashboards' windows plus whatever the rules read.
         self._windows = tuple(dict.fromkeys((*WINDOWS, *rules.windows)))
+        if metrics is not None:
+            # Every rule's series exist from the start, at 0, so increase() sees the first alert.
+            for rule in rules.rules:
+                metrics.alerts_fired.labels(rule=rule.name, severity=rule.severity)
+                metrics.alerts_resolved.labels(rule=rule.name)
 
     def run_once(self) -> MonitorPass:
         """One pass over what the scorers stored since the last committed pass.
@@ -105,6 +112,10 @@ class MonitorService:
         except CursorMoved as exc:
             logger.info("rule %s: another monitor evaluated these windows first", exc)
             return MonitorPass(aggregates=0)
+        # Per-post risk events and per-source model health: passes of their own, with their
+        # own stored cursors, after the windows above are committed.
+        fired += evaluate_risk_events(self.storage, self.rules)
+        fired += evaluate_model_health(self.storage, self.rules)
         if self.metrics is not None:
             self._observe(refreshed, judged, fired, firing, waiting, time.perf_counter() - started)
         for alert in fired:

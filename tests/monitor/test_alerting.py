@@ -19,7 +19,9 @@ H = timedelta(hours=1)
 M = timedelta(minutes=1)
 # A calm hour: six posts, one of them negative; mean ~ 0.
 CALM = (0.3, 0.1, -0.1, 0.2, -0.5, 0.0)
-RULES = RuleSet.load()
+# The bundled window rules; the per-post risk events and per-source model health run in
+# passes of their own (tests/monitor/test_risk_events.py, test_health.py).
+RULES = RuleSet(rules=RuleSet.load().enabled)
 BOTH = {"sentiment_drop", "negative_volume_spike"}
 
 
