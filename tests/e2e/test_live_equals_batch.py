@@ -21,7 +21,9 @@ from ingest.producer import PostProducer
 from ingest.topics import ensure_topics
 from models.inference import SentimentEngine
 from monitor.aggregation import aggregate
+from monitor.health import evaluate_model_health
 from monitor.judging import evaluate
+from monitor.risk_events import evaluate_risk_events
 from monitor.rules import RuleSet
 from monitor.watermark import partition_watermark
 from tests.e2e.posts import T0, calm_then_burst
@@ -117,6 +119,8 @@ def test_live_alerts_equal_a_batch_pass(request, partitions, db, kafka_settings,
         batch.save_scored(storage.scores(limit=len(posts) + 1))
         aggregate(batch, windows=("1m", "5m", "1h"))
         evaluate(batch, rules)
+        evaluate_risk_events(batch, rules)
+        evaluate_model_health(batch, rules)
         expected = alert_set(batch)
     finally:
         batch.dispose()
