@@ -64,7 +64,8 @@ class ModelSettings(Section):
     cache_dir: Path | None = None
     max_length: int = Field(default=256, ge=8, le=4096)
     # Upper bound on padded tokens per forward pass (batch size adapts to text length).
-    batch_tokens: int = Field(default=16384, ge=64)
+    # None: the backend's default (256 for the onnx int8 graph, 16384 for torch).
+    batch_tokens: int | None = Field(default=None, ge=64)
 
 
 class ScorerSettings(Section):

@@ -91,7 +91,7 @@ def test_bench_json(tmp_path: Path, tiny_artifact: Path,
                     capsys: pytest.CaptureFixture[str]) -> None:
     data = write_csv(tmp_path / "texts.csv", make_rows(60, seed=2))
     assert run(bench, ["bench", "--model", str(tiny_artifact), "--data", str(data), "--n", "60",
-                       "--naive-n", "10", "--device", "cpu", "--json"]) == 0
+                       "--naive-n", "10", "--rounds", "1", "--device", "cpu", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n"] == 60
     assert {"one_per_call", "hf_pipeline", "fixed_batches_fp32", "unmerged_sorted_fp32",
