@@ -105,7 +105,7 @@ def quantile(metrics: Metrics, q: float) -> float:
 
 def run_scorer(settings: Settings, engine: Any, storage: Storage, n: int,
                posts: Sequence[Post] | None = None, rate: float | None = None,
-               ) -> tuple[float, Metrics, int]:  # noqa: PLR0913
+               ) -> tuple[float, Metrics, int]:
     """Run the scorer until ``n`` messages are consumed; publish ``posts`` meanwhile if given.
 
     Returns the rate (messages/s) from the end of the first batch to the end of the last
