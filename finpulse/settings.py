@@ -65,11 +65,18 @@ class ModelSettings(Section):
     # None: the default model bundled in models/default/.
     path: Path | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # auto: bf16 on CUDA and on CPUs with native bf16 matrix units, fp32 otherwise.
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    # auto: torch on CUDA; the ONNX Runtime int8 graph on CPUs with int8 dot-product units
+    # (VNNI/AMX) when onnxruntime is installed; torch otherwise (docs/configuration.md).
+    backend: Literal["auto", "torch", "onnx"] = "auto"
+    # auto: int8 on the onnx backend; bf16 on CUDA and on CPUs with native bf16, else fp32.
+    # float32/bfloat16 with backend auto select torch; int8 needs the onnx backend.
+    dtype: Literal["auto", "float32", "bfloat16", "int8"] = "auto"
+    # Where built ONNX graphs are cached (None: ~/.cache/finpulse/onnx), keyed by version.
+    cache_dir: Path | None = None
     max_length: int = Field(default=256, ge=8, le=4096)
     # Upper bound on padded tokens per forward pass (batch size adapts to text length).
-    batch_tokens: int = Field(default=16384, ge=64)
+    # None: the backend's default (256 for the onnx int8 graph, 16384 for torch).
+    batch_tokens: int | None = Field(default=None, ge=64)
 
 
 class ScorerSettings(Section):

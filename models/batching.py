@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 
@@ -85,5 +86,23 @@ def pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
     mask = torch.zeros((len(sequences), longest), dtype=torch.long)
     for row, seq in enumerate(sequences):
         ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return ids, mask
+
+
+def pad_numpy(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token id sequences to the longest one, as int64 numpy arrays.
+
+    The inference path uses this (one array fill per row, no tensor per row); torch and
+    ONNX Runtime both take the arrays without a copy.
+
+    Returns:
+        ``(input_ids, attention_mask)``, both ``int64`` arrays of shape ``(batch, longest)``.
+    """
+    longest = max(len(seq) for seq in sequences)
+    ids = np.full((len(sequences), longest), pad_id, dtype=np.int64)
+    mask = np.zeros((len(sequences), longest), dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = seq
         mask[row, : len(seq)] = 1
     return ids, mask

@@ -1,17 +1,19 @@
 """The inference engine: scores batches of texts with a trained classifier artifact.
 
-Speed comes from four things, each measured by ``finpulse bench``: PEFT adapters are merged
+Speed comes from a few things, each measured by ``finpulse bench``: PEFT adapters are merged
 into the base weights (no extra adapter matmuls); texts are sorted by length and batched by
-a budget of padded tokens; everything runs under ``torch.inference_mode``; weights are bf16
-on CUDA and on CPUs with native bf16 instructions (AMX / AVX512-BF16), fp32 elsewhere.
-Texts longer than ``max_length`` tokens are split into chunks whose class probabilities
-are averaged, weighted by chunk length, so nothing is silently truncated.
+a budget of padded tokens; everything runs under ``torch.inference_mode``; and the backend
+and dtype suit the machine (``resolve_backend``): torch in bf16 on CUDA, an int8 ONNX
+Runtime graph with fused attention on CPUs with int8 dot-product units (VNNI/AMX), torch in
+bf16 on other CPUs with native bf16 and fp32 elsewhere. Texts longer than ``max_length``
+tokens are split into chunks whose class probabilities are averaged, weighted by chunk
+length, so nothing is silently truncated.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +24,17 @@ from finpulse.errors import ConfigError, ModelError
 from finpulse.schemas import Prediction
 from models import DEFAULT_MODEL_DIR
 from models.artifact import load_classifier
-from models.batching import budget_batches, fixed_batches, pad
+from models.batching import budget_batches, fixed_batches, pad_numpy
 from models.network import SentimentClassifier
+from models.onnx_backend import cpu_supports_int8, load_onnx, onnxruntime_available
 
 logger = logging.getLogger(__name__)
+
+#: Default padded tokens per forward pass, per backend. The int8 graph on a 2-core EPYC ran
+#: fastest with the smallest batches tried (256 > 512 ~ 1024 > 2048 > 4096 > 16384 tokens,
+#: 1.9x between 1024 and 16384): a batch's activations then stay in the core's L2 cache.
+#: torch (CUDA above all) wants large batches.
+BATCH_TOKENS = {"onnx": 256, "torch": 16384}
 
 
 def cpu_supports_bf16() -> bool:
@@ -73,6 +82,50 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return names[dtype]
 
 
+def resolve_backend(backend: str, dtype: str, device: torch.device) -> tuple[str, str]:
+    """Pick the backend and dtype for this machine; explicit choices win.
+
+    ``auto`` means: torch on CUDA; the ONNX Runtime int8 graph on a CPU with int8
+    dot-product units when onnxruntime is installed and the dtype is ``auto`` or ``int8``;
+    torch otherwise. A dtype of ``float32`` or ``bfloat16`` with ``backend: auto`` therefore
+    selects torch, so the dtype alone is enough to opt out of int8.
+
+    Args:
+        backend: ``auto``, ``torch`` or ``onnx``.
+        dtype: ``auto``, ``float32``, ``bfloat16`` or ``int8``.
+        device: the resolved device.
+
+    Returns:
+        ``(backend, dtype)`` with both resolved: backend ``torch`` or ``onnx``; dtype
+        ``float32``, ``bfloat16``, ``float16`` or ``int8``.
+
+    Raises:
+        ConfigError: an unknown name or a combination that cannot run (onnx on CUDA,
+            onnx in bf16, int8 on torch, onnx without onnxruntime).
+    """
+    if backend not in ("auto", "torch", "onnx"):
+        raise ConfigError(f"backend: {backend!r} is not auto, torch or onnx", field="backend")
+    if dtype not in ("auto", "float32", "fp32", "bfloat16", "bf16", "int8"):
+        raise ConfigError(f"dtype: {dtype!r} is not auto, float32, bfloat16 or int8",
+                          field="dtype")
+    if backend == "auto":
+        int8_ok = device.type == "cpu" and onnxruntime_available() and cpu_supports_int8()
+        backend = "onnx" if int8_ok and dtype in ("auto", "int8") else "torch"
+    if backend == "onnx":
+        if device.type != "cpu":
+            raise ConfigError("backend: onnx runs on the CPU only; use torch on CUDA",
+                              field="backend")
+        if not onnxruntime_available():
+            raise ConfigError("backend: onnx needs the onnxruntime and onnx packages",
+                              field="backend")
+        if dtype in ("bfloat16", "bf16"):
+            raise ConfigError("dtype: the onnx backend runs int8 or float32", field="dtype")
+        return "onnx", "float32" if dtype in ("float32", "fp32") else "int8"
+    if dtype == "int8":
+        raise ConfigError("dtype: int8 runs on backend onnx (needs onnxruntime)", field="dtype")
+    return "torch", str(resolve_dtype(dtype, device)).removeprefix("torch.")
+
+
 class SentimentEngine:
     """A loaded classifier that turns texts into ``Prediction`` records.
 
@@ -80,8 +133,9 @@ class SentimentEngine:
 
     Attributes:
         version: the artifact's stable id (from its manifest).
-        info: base, method, device, dtype, labels, max_length, batch_tokens.
+        info: base, method, backend, device, dtype, labels, max_length, batch_tokens.
         manifest: the artifact's full manifest.
+        backend: ``torch`` or ``onnx``.
     """
 
     def __init__(
@@ -94,12 +148,18 @@ class SentimentEngine:
         dtype: torch.dtype,
         max_length: int,
         batch_tokens: int,
+        onnx: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+        onnx_dtype: str = "int8",
     ) -> None:
         if max_length < 8:
             raise ConfigError("max_length: at least 8 tokens", field="max_length")
         if batch_tokens < max_length:
             raise ConfigError("batch_tokens: must be at least max_length", field="batch_tokens")
+        # With an ONNX Runtime graph the torch model stays in fp32 for reference only.
         self.model = model.to(device=device, dtype=dtype).eval()
+        self._onnx = onnx
+        self.backend = "onnx" if onnx is not None else "torch"
+        self._dtype_name = onnx_dtype if onnx is not None else str(dtype).removeprefix("torch.")
         self.tokenizer = tokenizer
         self.manifest = manifest
         self.labels: tuple[str, ...] = tuple(manifest["labels"])
@@ -122,32 +182,54 @@ class SentimentEngine:
         device: str = "auto",
         dtype: str = "auto",
         max_length: int = 256,
-        batch_tokens: int = 16384,
+        batch_tokens: int | None = None,
         merge: bool = True,
+        backend: str = "auto",
+        cache_dir: str | Path | None = None,
     ) -> SentimentEngine:
         """Load an artifact for inference.
 
         Args:
             path: artifact directory; None loads the bundled default (``models/default``).
             device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
-            dtype: ``auto`` (bf16 where the hardware supports it), ``float32`` or ``bfloat16``.
+            dtype: ``auto`` (see ``resolve_backend``), ``float32``, ``bfloat16`` or ``int8``.
             max_length: tokens per chunk; longer texts are scored in chunks.
-            batch_tokens: upper bound on padded tokens per forward pass.
+            batch_tokens: upper bound on padded tokens per forward pass; None: the
+                backend's default (``BATCH_TOKENS``).
             merge: merge a PEFT adapter into the base weights (keep True except to compare).
+            backend: ``auto``, ``torch`` or ``onnx`` (see ``resolve_backend``).
+            cache_dir: where ONNX graphs are cached (None: beside the artifact, see
+                ``models.onnx_backend.default_cache_dir``).
 
         Returns:
             The engine, ready to ``predict``.
 
         Raises:
             ModelError: the artifact is missing, corrupt or does not match its base encoder.
-            ConfigError: an invalid device, dtype, max_length or batch_tokens.
+            ConfigError: an invalid device, dtype, backend, max_length or batch_tokens.
         """
         torch_device = resolve_device(device)
-        torch_dtype = resolve_dtype(dtype, torch_device)
-        model, tokenizer, manifest = load_classifier(path or DEFAULT_MODEL_DIR, merge=merge)
+        chosen, chosen_dtype = resolve_backend(backend, dtype, torch_device)
+        artifact = Path(path or DEFAULT_MODEL_DIR)
+        model, tokenizer, manifest = load_classifier(artifact, merge=merge)
+        onnx = None
+        if chosen == "onnx":
+            if not merge:
+                raise ConfigError("backend: onnx needs merged adapters (merge=True)",
+                                  field="backend")
+            onnx = load_onnx(model.eval(), manifest["version"], dtype=chosen_dtype,
+                             cache_dir=Path(cache_dir) if cache_dir else None,
+                             artifact=artifact)
+            torch_dtype = torch.float32
+        else:
+            torch_dtype = resolve_dtype(chosen_dtype, torch_device)
+        if batch_tokens is None:
+            batch_tokens = max(BATCH_TOKENS[chosen], min(max_length, _position_limit(model)))
         engine = cls(model, tokenizer, manifest, device=torch_device, dtype=torch_dtype,
-                     max_length=max_length, batch_tokens=batch_tokens)
-        logger.info("loaded model %s on %s (%s)", engine.version, torch_device, torch_dtype)
+                     max_length=max_length, batch_tokens=batch_tokens, onnx=onnx,
+                     onnx_dtype=chosen_dtype)
+        logger.info("loaded model %s: %s on %s (%s)", engine.version, chosen, torch_device,
+                    engine.info["dtype"])
         return engine
 
     @property
@@ -157,8 +239,9 @@ class SentimentEngine:
             "version": self.version,
             "base": self.manifest["base"],
             "method": self.manifest["method"],
+            "backend": self.backend,
             "device": str(self.device),
-            "dtype": str(self.dtype).removeprefix("torch."),
+            "dtype": self._dtype_name,
             "labels": list(self.labels),
             "max_length": self.max_length,
             "batch_tokens": self.batch_tokens,
@@ -210,15 +293,22 @@ class SentimentEngine:
         chunk_probs = np.zeros((len(chunks), len(self.labels)), dtype=np.float64)
         with torch.inference_mode():
             for batch in batches:
-                ids, mask = pad([chunks[i] for i in batch], self._pad_id)
-                logits = self.model(ids.to(self.device), mask.to(self.device))
-                chunk_probs[batch] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+                ids, mask = pad_numpy([chunks[i] for i in batch], self._pad_id)
+                chunk_probs[batch] = self._forward(ids, mask)
         weights = np.asarray(lengths, dtype=np.float64)
         totals = np.zeros((len(texts), len(self.labels)))
         np.add.at(totals, owners, chunk_probs * weights[:, None])
         norm = np.zeros(len(texts))
         np.add.at(norm, owners, weights)
         return (totals / norm[:, None]).astype(np.float32)
+
+    def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Class probabilities of one padded batch."""
+        if self._onnx is not None:
+            return self._onnx(ids, mask)
+        logits = self.model(torch.from_numpy(ids).to(self.device),
+                            torch.from_numpy(mask).to(self.device))
+        return torch.softmax(logits.float(), dim=-1).cpu().numpy()
 
     def _chunk(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
         """Tokenise texts into chunks of at most ``max_length`` tokens (with special tokens)."""

@@ -1,0 +1,222 @@
+"""End-to-end benchmark: broker -> decode -> score -> PostgreSQL -> scored topic.
+
+Starts the embedded Tansu broker, creates a throwaway PostgreSQL database (dropped at the
+end), loads the engine the way ``finpulse scorer`` does (``load_engine``, settings from
+the environment) and runs the real ``ScorerService``:
+
+1. bare engine: ``engine.predict`` on the N texts in one call, and in micro-batches of
+   ``scorer.max_batch_size`` (what the scorer hands the engine), median of ``--rounds``;
+2. capacity: N posts published beforehand, then the scorer drains them; rate = N / time;
+3. latency: fresh topics, posts published at half the measured capacity while the scorer
+   runs; p50/p99 publish-to-stored from ``finpulse_pipeline_end_to_end_latency_seconds``
+   (interpolated within histogram buckets, as Prometheus' ``histogram_quantile`` does).
+
+Run from the repository root::
+
+    PYTHONPATH=$PWD python bench/e2e.py --n 4000 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry
+
+from finpulse.metrics import Metrics
+from finpulse.schemas import Post
+from finpulse.services.scorer import ScorerService, load_engine, model_input
+from finpulse.settings import Settings
+from finpulse.storage import Storage
+from ingest.broker import EmbeddedBroker
+from ingest.producer import PostProducer
+from ingest.topics import ensure_topics
+from models.bench import read_texts
+
+ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+TICKERS = ("AAPL", "MSFT", "NVDA", "AMZN", "TSLA", "JPM", "XOM", "META")
+
+
+def make_posts(texts: Sequence[str], tag: str) -> list[Post]:
+    """One post per text, unique ids, spread over tickers (partition keys) and sources."""
+    now = datetime.now(timezone.utc)
+    return [Post(id=f"{tag}-{i}", source="social" if i % 2 else "news", text=text,
+                 published_at=now - timedelta(seconds=i % 600),
+                 tickers=(TICKERS[i % len(TICKERS)],)) for i, text in enumerate(texts)]
+
+
+def publish(settings: Settings, posts: Sequence[Post], rate: float | None = None) -> None:
+    """Publish posts, paced to ``rate`` posts/s when given (in small bursts)."""
+    with PostProducer(settings.kafka) as producer:
+        started = time.perf_counter()
+        for i, post in enumerate(posts):
+            producer.publish_post(post)
+            if rate and i % 10 == 9:
+                producer.flush()
+                ahead = (i + 1) / rate - (time.perf_counter() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+        producer.flush()
+
+
+def fresh_kafka(settings: Settings, bootstrap: str) -> Settings:
+    """Settings with unique topics and consumer group on ``bootstrap``."""
+    tag = uuid.uuid4().hex[:8]
+    kafka = settings.kafka.model_copy(update={
+        "bootstrap_servers": bootstrap, "news_topic": f"e2e.news.{tag}",
+        "social_topic": f"e2e.social.{tag}", "scored_topic": f"e2e.scored.{tag}",
+        "dlq_topic": f"e2e.dlq.{tag}", "group_id": f"e2e-{tag}"})
+    ensure_topics(kafka)
+    return settings.model_copy(update={"kafka": kafka})
+
+
+def quantile(metrics: Metrics, q: float) -> float:
+    """``histogram_quantile(q)`` of the end-to-end latency histogram (seconds)."""
+    registry = metrics.registry
+    assert registry is not None
+    name = "finpulse_pipeline_end_to_end_latency_seconds"
+    buckets: list[tuple[float, float]] = []
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name == f"{name}_bucket":
+                buckets.append((float(sample.labels["le"]), sample.value))
+    buckets.sort()
+    total = buckets[-1][1]
+    if total == 0:
+        return float("nan")
+    rank, lower, below = q * total, 0.0, 0.0
+    for upper, count in buckets:
+        if count >= rank:
+            if upper == float("inf"):
+                return lower
+            return lower + (upper - lower) * (rank - below) / max(count - below, 1e-9)
+        lower, below = upper, count
+    return lower
+
+
+def run_scorer(settings: Settings, engine: Any, storage: Storage, n: int,
+               posts: Sequence[Post] | None = None, rate: float | None = None,
+               ) -> tuple[float, Metrics, int]:
+    """Run the scorer until ``n`` messages are consumed; publish ``posts`` meanwhile if given.
+
+    With ``posts``, one warm-up post is published first and the paced publisher starts only
+    once the scorer has processed it, so the consumer-group join (seconds) does not count as
+    latency (its own latency is one sample among thousands; ``n`` counts it).
+
+    Returns the rate (messages/s) from the end of the first batch to the end of the last
+    (so the consumer group join is not counted), the metrics, and the rows stored.
+    """
+    metrics = Metrics(CollectorRegistry())
+    marks: list[tuple[float, int]] = []
+    service = ScorerService(settings, engine=engine, storage=storage, metrics=metrics)
+    publisher = None
+    if posts is not None:
+        publish(settings, posts[:1])
+        posts = posts[1:]
+        publisher = threading.Thread(target=publish, args=(settings, posts, rate), daemon=True)
+
+    def on_batch(size: int) -> None:
+        marks.append((time.perf_counter(), size))
+        if publisher is not None and not publisher.is_alive() and len(marks) == 1:
+            publisher.start()
+
+    try:
+        stats = service.run(threading.Event(), until_consumed=n, on_batch=on_batch)
+    finally:
+        service.close()
+    if publisher is not None:
+        publisher.join()
+    if len(marks) < 2:
+        return n / stats.elapsed_s, metrics, stats.new_rows
+    after_first = sum(size for _, size in marks[1:])
+    return after_first / (marks[-1][0] - marks[0][0]), metrics, stats.new_rows
+
+
+def engine_rates(engine: Any, texts: Sequence[str], batch: int, rounds: int) -> tuple[float, float]:
+    """Median texts/s of ``predict`` on all texts at once, and in micro-batches of ``batch``."""
+    whole, micro = [], []
+    engine.predict(texts[:16])
+    for _ in range(rounds):
+        started = time.perf_counter()
+        engine.predict(texts)
+        whole.append(len(texts) / (time.perf_counter() - started))
+        started = time.perf_counter()
+        for i in range(0, len(texts), batch):
+            engine.predict(texts[i:i + batch])
+        micro.append(len(texts) / (time.perf_counter() - started))
+    return statistics.median(whole), statistics.median(micro)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=4000, help="posts in the capacity run")
+    parser.add_argument("--latency-n", type=int, default=0,
+                        help="posts in the latency run (default: ~20 s at half capacity)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the bare engine")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    base = Settings.load()
+    source = read_texts(None, 10**9)
+    texts = [source[i % len(source)] for i in range(args.n)]
+    name = f"finpulse_e2e_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        with EmbeddedBroker() as broker:
+            settings = base.model_copy(update={"database_url": url})
+            storage = Storage(url)
+            storage.migrate()
+            engine = load_engine(settings, settings.model.path)
+            bare, micro = engine_rates(engine, [model_input(p) for p in make_posts(texts, "w")],
+                                       settings.scorer.max_batch_size, args.rounds)
+
+            capacity_settings = fresh_kafka(settings, broker.bootstrap_servers)
+            publish(capacity_settings, make_posts(texts, "cap"))
+            e2e, _, stored = run_scorer(capacity_settings, engine, storage, args.n)
+
+            half = e2e / 2
+            latency_n = args.latency_n or max(200, int(half * 20))
+            lat_texts = [source[i % len(source)] for i in range(latency_n)]
+            latency_settings = fresh_kafka(settings, broker.bootstrap_servers)
+            _, metrics, _ = run_scorer(latency_settings, engine, storage, latency_n,
+                                       posts=make_posts(lat_texts, "lat"), rate=half)
+            storage.dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    result = {
+        "n": args.n, "stored": stored, "engine": engine.info["backend"] + "/" + engine.info["dtype"],
+        "engine_texts_per_s": round(bare, 1),
+        "engine_microbatch_texts_per_s": round(micro, 1),
+        "max_batch_size": settings.scorer.max_batch_size,
+        "e2e_texts_per_s": round(e2e, 1),
+        "e2e_vs_engine": round(e2e / bare, 3),
+        "e2e_vs_engine_microbatch": round(e2e / micro, 3),
+        "latency_rate_per_s": round(half, 1), "latency_n": latency_n,
+        "latency_p50_s": round(quantile(metrics, 0.50), 3),
+        "latency_p99_s": round(quantile(metrics, 0.99), 3),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:<32} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

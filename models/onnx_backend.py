@@ -1,0 +1,241 @@
+"""The ONNX Runtime backend: an int8 (or fp32) graph of a classifier, built once and cached.
+
+On a CPU without a GPU the encoder's dense layers dominate; int8 matrix units (AVX512-VNNI,
+AVX-VNNI, AMX) do roughly twice the work of bf16 per cycle. The graph is built in three
+steps, each from the library that owns it:
+
+1. ``torch.onnx.export`` of the merged classifier (eager attention, so the pattern is
+   recognisable) with probabilities as the output;
+2. the ONNX Runtime transformer optimizer fuses embeddings + LayerNorm, multi-head attention,
+   bias + GELU and residual + LayerNorm into single kernels;
+3. dynamic quantisation: weights of the MatMuls that have a constant weight become int8 per
+   output channel; activations are quantised per tensor at run time.
+
+Dynamic quantisation picks one activation scale per batch, so a text's probabilities
+depend slightly on the batch it rides in (labels agree with fp32 on ~98-99% of texts;
+see docs/configuration.md for the measured macro-F1). The built graph is cached on disk
+under a key made of the artifact's version and everything that changes the graph, so a
+restart loads it in a second; the file is written to a temporary name and renamed, so
+processes that build it at the same time never read half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from finpulse.errors import ConfigError, ModelError
+
+logger = logging.getLogger(__name__)
+
+#: Bump when the export recipe changes, so stale cached graphs are not reused.
+RECIPE = 1
+OPSET = 17
+
+
+def onnxruntime_available() -> bool:
+    """True when ``onnxruntime`` (and ``onnx`` for building graphs) can be imported."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def cpu_supports_int8() -> bool:
+    """True when the CPU has int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            flags = handle.read()
+    except OSError:
+        return False
+    return any(flag in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+#: The cache folder inside an artifact directory (git-ignored for the bundled model).
+ARTIFACT_CACHE = "onnx-cache"
+
+
+def default_cache_dir(artifact: Path | None = None) -> Path:
+    """Where built graphs are kept when ``model.cache_dir`` is not set.
+
+    Beside the artifact (``<artifact>/onnx-cache``), so a graph lives and dies with its
+    model, when that directory is writable; else ``~/.cache/finpulse/onnx``.
+    """
+    if artifact is not None and os.access(artifact, os.W_OK):
+        return artifact / ARTIFACT_CACHE
+    return Path.home() / ".cache" / "finpulse" / "onnx"
+
+
+def graph_path(cache_dir: Path, version: str, dtype: str) -> Path:
+    """The cache file for one artifact version and dtype (``int8`` or ``float32``)."""
+    import onnxruntime
+
+    recipe = f"{RECIPE}|{OPSET}|{dtype}|{onnxruntime.__version__}|{torch.__version__}"
+    digest = hashlib.sha256(recipe.encode()).hexdigest()[:12]
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in version)
+    return cache_dir / f"{safe}-{dtype}-{digest}.onnx"
+
+
+class _Probabilities(torch.nn.Module):
+    """The classifier with softmax on top: the graph returns probabilities."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(input_ids, attention_mask).float(), dim=-1)
+
+
+def build_graph(model: torch.nn.Module, path: Path, *, dtype: str = "int8") -> Path:
+    """Export, fuse and (for ``int8``) quantise a classifier into ``path``.
+
+    Args:
+        model: a ``SentimentClassifier`` in fp32 on the CPU (adapters merged).
+        path: the target file; written atomically.
+        dtype: ``int8`` (quantised) or ``float32`` (fused only).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ModelError: export, fusion or quantisation failed.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config = model.encoder.config
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".build-") as tmp:
+        raw, fused, final = Path(tmp) / "raw.onnx", Path(tmp) / "fused.onnx", Path(tmp) / "final.onnx"
+        try:
+            _export(model, raw)
+            optimizer = optimize_model(str(raw), model_type="bert",
+                                       num_heads=config.num_attention_heads,
+                                       hidden_size=config.hidden_size, opt_level=1)
+            fusions = {k: v for k, v in optimizer.get_fused_operator_statistics().items() if v}
+            optimizer.save_model_to_file(str(fused))
+            if dtype == "int8":
+                with _quiet_root_logger():
+                    quantize_dynamic(
+                        str(fused), str(final), per_channel=True, weight_type=QuantType.QInt8,
+                        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT,
+                                       "MatMulConstBOnly": True})
+            else:
+                final = fused
+            os.replace(final, path)
+        except (RuntimeError, ValueError, OSError, onnx.checker.ValidationError) as exc:
+            raise ModelError(f"cannot build the ONNX graph: {exc}") from exc
+    logger.info("built %s graph %s (fused: %s)", dtype, path, fusions)
+    return path
+
+
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """Hide the quantiser's advice to run its pre-processing (logged on the root logger).
+
+    The pre-processing is shape inference and graph clean-up, which the transformer
+    optimizer has already done.
+    """
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _export(model: torch.nn.Module, target: Path) -> None:
+    encoder = model.encoder
+    previous = encoder.config._attn_implementation
+    # The optimizer recognises the eager attention pattern, not the SDPA call.
+    encoder.set_attn_implementation("eager")
+    example = torch.ones((2, 8), dtype=torch.long)
+    try:
+        with warnings.catch_warnings():
+            # Tracing notes about Python control flow on shapes; the graph takes batch and
+            # sequence length as dynamic axes and is checked against fp32 in the tests.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _Probabilities(model).eval(), (example, example), str(target),
+                input_names=["input_ids", "attention_mask"], output_names=["probabilities"],
+                dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
+                              "attention_mask": {0: "batch", 1: "tokens"},
+                              "probabilities": {0: "batch"}},
+                opset_version=OPSET, dynamo=False)
+    finally:
+        encoder.set_attn_implementation(previous)
+
+
+class OnnxClassifier:
+    """An ONNX Runtime session that maps padded token ids to class probabilities.
+
+    Args:
+        path: the graph built by ``build_graph``.
+        threads: intra-op threads (default: torch's thread count, i.e. the process setting).
+        spinning: let idle worker threads spin; faster back-to-back batches, but burns CPU
+            that a scorer's consumer and database threads could use between batches.
+    """
+
+    def __init__(self, path: Path, *, threads: int | None = None, spinning: bool = False) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning",
+                                         "1" if spinning else "0")
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ModelError(f"cannot load ONNX graph {path}: {exc}") from exc
+
+    def __call__(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Probabilities, shape ``(batch, labels)``, for int64 ``ids`` and ``mask``."""
+        return self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+
+
+def load_onnx(model: torch.nn.Module, version: str, *, dtype: str, cache_dir: Path | None,
+              artifact: Path | None = None, threads: int | None = None) -> OnnxClassifier:
+    """Open the cached graph for ``version``, building it first if needed.
+
+    Args:
+        model: the fp32 classifier (used only when the graph must be built).
+        version: the artifact version (the cache key).
+        dtype: ``int8`` or ``float32``.
+        cache_dir: where graphs are cached (None: ``default_cache_dir(artifact)``).
+        artifact: the artifact directory the model came from.
+        threads: intra-op threads.
+
+    Returns:
+        A ready session.
+
+    Raises:
+        ConfigError: onnxruntime is not installed, or an unknown dtype.
+        ModelError: the graph cannot be built or loaded.
+    """
+    if not onnxruntime_available():
+        raise ConfigError("backend: onnx needs the onnxruntime and onnx packages", field="backend")
+    if dtype not in ("int8", "float32"):
+        raise ConfigError(f"dtype: the onnx backend runs int8 or float32, not {dtype}",
+                          field="dtype")
+    path = graph_path(cache_dir or default_cache_dir(artifact), version, dtype)
+    if not path.is_file():
+        build_graph(model, path, dtype=dtype)
+    return OnnxClassifier(path, threads=threads)
+
