@@ -32,6 +32,8 @@ def load_engine(settings: Settings, path: str | Path | None) -> SentimentEngine:
         dtype=cfg.dtype,
         max_length=cfg.max_length,
         batch_tokens=cfg.batch_tokens,
+        backend=cfg.backend,
+        cache_dir=cfg.cache_dir,
     )
 
 
