@@ -27,6 +27,7 @@ COMMANDS = (
     "bench",
     "registry",
     "db",
+    "retrain",
 )
 
 

@@ -68,6 +68,9 @@ class Metrics:
         model_info: the model version being served.
         last_batch_timestamp: Unix time of the last committed batch.
         consumer_lag: messages behind the newest offset, summed over partitions.
+        retrain_runs: retraining runs, by decision (``promoted``, ``rejected``, ``failed``).
+        retrain_last_run: Unix time the last retraining run ended.
+        retrain_gold_macro_f1: gold-set macro-F1 of the last run's champion and challenger.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -132,6 +135,23 @@ class Metrics:
         self.consumer_lag = Gauge(
             "finpulse_scorer_consumer_lag_messages",
             "Messages behind the newest offset, summed over the assigned partitions.",
+            **kw,
+        )
+        self.retrain_runs = Counter(
+            "finpulse_retrain_runs_total",
+            "Retraining runs, by the gate's decision (promoted, rejected) or failed.",
+            ["decision"],
+            **kw,
+        )
+        self.retrain_last_run = Gauge(
+            "finpulse_retrain_last_run_timestamp_seconds",
+            "Unix time the last retraining run ended.",
+            **kw,
+        )
+        self.retrain_gold_macro_f1 = Gauge(
+            "finpulse_retrain_gold_macro_f1",
+            "Macro-F1 on the frozen gold set in the last retraining run.",
+            ["model"],
             **kw,
         )
 

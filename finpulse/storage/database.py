@@ -415,6 +415,16 @@ class Storage:
             for row in rows
         ]
 
+    def retrain_runs(self, limit: int = 50) -> list[Any]:
+        """Recorded retraining runs, newest first (``finpulse.storage.retraining.RetrainRun``).
+
+        Raises:
+            StorageError: the query failed.
+        """
+        from finpulse.storage.retraining import list_runs
+
+        return list_runs(self, limit)
+
     def dispose(self) -> None:
         """Close every pooled connection."""
         self._engine.dispose()
