@@ -54,7 +54,8 @@ def test_gold_set_is_never_in_training_or_validation(base):
     assert trained & gold_keys == set()
     assert {ex.key for ex in data.gold} == gold_keys
     assert data.counts["feedback_in_gold"] == 1
-    assert data.counts["feedback"] == 10
+    assert data.counts["feedback"] + data.counts["feedback_validation"] == 10
+    assert data.counts["feedback_validation"] == 1
     assert data.counts["gold"] == len(gold_keys) == 30
 
 

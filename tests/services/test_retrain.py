@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
+from finpulse.cli import main
 from finpulse.metrics import Metrics
 from finpulse.services.retrain import RetrainService
 from finpulse.services.scorer import ModelReloader
@@ -225,7 +225,7 @@ def test_a_failed_run_is_recorded_and_promotes_nothing(champion_dir, sqlite_url,
 
 
 def test_cli_runs_on_a_schedule_prints_json_lists_runs_and_stops_on_sigterm(
-    champion_dir, sqlite_url, tmp_path
+    champion_dir, sqlite_url, tmp_path, monkeypatch, capsys
 ):
     champion, base, data = champion_dir
     storage = Storage(sqlite_url)
@@ -261,14 +261,19 @@ def test_cli_runs_on_a_schedule_prints_json_lists_runs_and_stops_on_sigterm(
             proc.wait()
         proc.stdout.close()
         log.close()
-    listing = subprocess.run([*cli, "retrain", "runs", "--json"], env=env, cwd=tmp_path,
-                             capture_output=True, text=True, timeout=120)
-    assert listing.returncode == 0, listing.stderr
-    runs = json.loads(listing.stdout)
+    # Listing and a bad option, in process (the same main() the subprocess ran).
+    monkeypatch.setenv("FINPULSE_DATABASE_URL", sqlite_url)
+    capsys.readouterr()
+    assert main(["retrain", "runs", "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
     assert [(r["decision"], r["challenger"], r["trigger"]) for r in runs] == [
         (result["decision"], result["challenger"], "schedule")]
-    bad = subprocess.run([*cli, "retrain", "--train-config", str(tmp_path / "nope.yaml")],
-                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 1
-    assert bad.stderr.strip().splitlines()[-1].startswith("ConfigError: training config not found")
-    assert "Traceback" not in bad.stderr
+    assert runs[0]["gold"]["challenger"]["macro_f1"] == result["gold"]["challenger"]["macro_f1"]
+    assert main(["retrain", "runs"]) == 0
+    assert result["challenger"] in capsys.readouterr().out
+    assert main(["retrain", "--train-config", str(tmp_path / "nope.yaml")]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"ConfigError: training config not found: {tmp_path / 'nope.yaml'}")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["retrain", "--every", "soon"])
+    assert exit_info.value.code == 2
