@@ -39,7 +39,7 @@ from models.evaluate import compute_metrics, evaluate_engine, plot_confusion
 from models.inference import SentimentEngine, cpu_supports_bf16, resolve_device
 from models.network import SentimentClassifier, count_parameters, load_encoder, quiet_peft
 
-__all__ = ["TrainConfig", "TrainingStopped", "train", "train_on", "apply_method"]
+__all__ = ["TrainConfig", "TrainingStopped", "apply_method", "train", "train_on"]
 
 logger = logging.getLogger(__name__)
 

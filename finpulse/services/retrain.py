@@ -34,7 +34,12 @@ from finpulse.services.scorer import model_input
 from finpulse.settings import Settings
 from finpulse.storage import Storage
 from finpulse.storage.registry import ModelRegistry, ModelVersion
-from finpulse.storage.retraining import FeedbackRow, finish_run, read_feedback, start_run
+from finpulse.storage.retraining import (
+    FeedbackRow,
+    finish_run,
+    read_feedback,
+    start_run,
+)
 from models import DEFAULT_MODEL_DIR
 from models.artifact import read_manifest
 from models.config import CONFIG_FILE, TrainConfig

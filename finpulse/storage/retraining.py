@@ -16,8 +16,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from finpulse.storage.database import Storage, utcnow
 from finpulse.storage import tables as t
+from finpulse.storage.database import Storage, utcnow
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from models.continual import (
     recency_weight,
     shuffle_labels,
 )
-from models.data import load_dataset, split_examples, text_key, write_split
+from models.data import load_dataset, split_examples, write_split
 from tests.models.tiny import make_rows, write_csv
 
 NOW = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)

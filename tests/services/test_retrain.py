@@ -44,9 +44,10 @@ NEW_PATTERN = ["guidance slashed", "writedown looms", "covenant breached", "audi
 
 def tiny_config(base: Path, data: Path, **overrides) -> TrainConfig:
     # Full fine-tuning: the tiny random encoder learns the keyword rule in a few epochs.
-    values = dict(data=[str(data)], base=str(base), method="full", epochs=8, lr=3e-3,
-                  head_lr=1e-2, batch_size=16, max_length=32, class_weighting="balanced",
-                  patience=6, progress=False, autocast="off", seed=13)
+    values = {"data": [str(data)], "base": str(base), "method": "full", "epochs": 8,
+              "lr": 3e-3, "head_lr": 1e-2, "batch_size": 16, "max_length": 32,
+              "class_weighting": "balanced", "patience": 6, "progress": False,
+              "autocast": "off", "seed": 13}
     return TrainConfig(**{**values, **overrides})
 
 
