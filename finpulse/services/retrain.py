@@ -112,8 +112,7 @@ class RetrainService:
             self.registry.register(manifest["version"], base=manifest["base"],
                                    method=manifest["method"], metrics=manifest["metrics"],
                                    artifact_path=str(DEFAULT_MODEL_DIR),
-                                   trainable_params=manifest.get("trainable_params"),
-                                   status="champion")
+                                   trainable_params=manifest.get("trainable_params"))
             self.registry.promote(manifest["version"])
             champion = self.registry.get(manifest["version"])
         return champion

@@ -18,6 +18,7 @@ from models.continual import (
     read_gold_keys,
     recency_weight,
     shuffle_labels,
+    warm_start,
 )
 from models.data import load_dataset, split_examples, write_split
 from tests.models.tiny import make_rows, write_csv
@@ -147,3 +148,17 @@ def test_mix_policy_names_bad_values():
     with pytest.raises(ConfigError, match="feedback_holdout"):
         MixPolicy(feedback_holdout=1.0)
 
+
+
+def test_warm_start_trains_the_champions_adapter_only_when_trained_the_same_way(tiny_artifact):
+    from models.artifact import read_manifest
+
+    manifest = read_manifest(tiny_artifact)
+    same = TrainConfig.from_file(tiny_artifact / "train_config.json")
+    model, tokenizer = warm_start(tiny_artifact, same)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name or name.startswith("head.") for name in trainable)
+    assert any(name.startswith("head.") for name in trainable)
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == manifest["trainable_params"]
+    other = TrainConfig.from_dict({**same.to_dict(), "method": "full"})
+    assert warm_start(tiny_artifact, other) is None

@@ -14,6 +14,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -208,7 +210,7 @@ def test_broken_challenger_is_rejected_with_the_reason_recorded(champion_dir, sq
 
 
 def test_a_failed_run_is_recorded_and_promotes_nothing(champion_dir, sqlite_url, tmp_path):
-    champion, base, _ = champion_dir
+    champion, base, data = champion_dir
     storage = Storage(sqlite_url)
     storage.migrate()
     try:
@@ -221,6 +223,30 @@ def test_a_failed_run_is_recorded_and_promotes_nothing(champion_dir, sqlite_url,
         run = storage.retrain_runs()[0]
         assert run.decision == "failed" and "DataError: data file not found" in run.reason
         assert registry.champion().version == first
+
+        # SIGTERM while a scheduled run trains: the loop ends without an error, the run is
+        # recorded as failed, and no challenger is registered.
+        stop, errors = threading.Event(), []
+
+        def schedule() -> None:
+            try:
+                service.run(stop, every_s=3600, train_config=tiny_config(base, data, epochs=500))
+            except BaseException as exc:  # reported by the assertion below
+                errors.append(exc)
+
+        worker = threading.Thread(target=schedule)
+        worker.start()
+        deadline = time.monotonic() + 60
+        while len(storage.retrain_runs()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()
+        worker.join(timeout=60)
+        assert not worker.is_alive() and errors == []
+        runs = storage.retrain_runs()
+        assert [(r.decision, r.trigger) for r in runs] == [("failed", "schedule"),
+                                                           ("failed", "manual")]
+        assert runs[0].reason.startswith("TrainingStopped: training stopped in epoch")
+        assert [v.version for v in registry.list()] == [first]
     finally:
         storage.dispose()
 
