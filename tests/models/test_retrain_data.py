@@ -155,7 +155,7 @@ def test_warm_start_trains_the_champions_adapter_only_when_trained_the_same_way(
 
     manifest = read_manifest(tiny_artifact)
     same = TrainConfig.from_file(tiny_artifact / "train_config.json")
-    model, tokenizer = warm_start(tiny_artifact, same)
+    model, _ = warm_start(tiny_artifact, same)
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in name or name.startswith("head.") for name in trainable)
     assert any(name.startswith("head.") for name in trainable)
