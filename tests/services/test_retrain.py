@@ -231,7 +231,7 @@ def test_a_failed_run_is_recorded_and_promotes_nothing(champion_dir, sqlite_url,
         def schedule() -> None:
             try:
                 service.run(stop, every_s=3600, train_config=tiny_config(base, data, epochs=500))
-            except Exception as exc:  # reported by the assertion below
+            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
                 errors.append(exc)
 
         worker = threading.Thread(target=schedule)
