@@ -193,6 +193,11 @@ class RetrainService:
         gold = evaluate_models(models, data.gold, **options)
         feedback = evaluate_models(models, data.feedback_eval, **options)
         decision, reason = judge(gold, feedback, self.gate)
+        current = self.registry.champion()
+        if decision == "promoted" and (current is None or current.version != champion.version):
+            # Someone promoted or rolled back meanwhile: the comparison no longer holds.
+            decision, reason = "rejected", (f"the champion changed during the run (now "
+                                            f"{current.version if current else 'none'}); {reason}")
         if decision == "promoted":
             self.registry.promote(challenger)
         return {"run": run_id, "champion": champion.version, "challenger": challenger,
