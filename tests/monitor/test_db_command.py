@@ -26,7 +26,7 @@ def test_upgrade_then_query(database_url: str, capsys: pytest.CaptureFixture[str
     with pytest.raises(ConfigError, match="finpulse db upgrade"):
         finpulse_db(database_url, "alerts")
     assert finpulse_db(database_url, "upgrade") == 0
-    assert "revision 0001" in capsys.readouterr().out
+    assert "revision 0006" in capsys.readouterr().out  # the newest migration
     assert finpulse_db(database_url, "upgrade") == 0
 
     from finpulse.storage import Storage

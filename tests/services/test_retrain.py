@@ -304,3 +304,28 @@ def test_cli_runs_on_a_schedule_prints_json_lists_runs_and_stops_on_sigterm(
     with pytest.raises(SystemExit) as exit_info:
         main(["retrain", "--every", "soon"])
     assert exit_info.value.code == 2
+
+
+def test_no_promotion_over_a_champion_promoted_during_the_run(champion_dir, sqlite_url, tmp_path):
+    champion, base, data = champion_dir
+    storage = Storage(sqlite_url)
+    storage.migrate()
+    try:
+        registry = ModelRegistry(storage)
+        promote(registry, champion)
+        registry.register("promoted-by-hand", base=str(base), method="full", metrics={},
+                          artifact_path=str(champion))
+        add_feedback(storage, create_feedback_table(storage), 40)
+        service = RetrainService(settings_for(sqlite_url, champion, tmp_path), storage,
+                                 device="cpu")
+
+        def promote_meanwhile(data):
+            registry.promote("promoted-by-hand")
+            return data
+
+        result = service.run_once(tiny_config(base, data, epochs=3), transform=promote_meanwhile)
+        assert result["decision"] == "rejected"
+        assert result["reason"].startswith("the champion changed during the run")
+        assert registry.champion().version == "promoted-by-hand"
+    finally:
+        storage.dispose()
