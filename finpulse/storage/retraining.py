@@ -2,8 +2,9 @@
 
 A run is inserted when it starts (``decision`` NULL) and completed when it ends, so a run
 whose process died stays visible as unfinished. Feedback is read with plain SQL over the
-``feedback`` table (post id, label, analyst, comment, created_at), joined to ``posts`` for
-the text and source; a database without that table simply has no feedback yet.
+``feedback`` table (only its id, post_id, label and created_at: who gave a label does not
+matter here), joined to ``posts`` for the title, text and source; a database without that
+table simply has no feedback yet.
 """
 
 from __future__ import annotations
@@ -54,7 +55,6 @@ class FeedbackRow:
     id: Any
     post_id: str
     label: str
-    analyst: str | None
     created_at: datetime
     text: str
     title: str | None
@@ -140,7 +140,7 @@ def read_feedback(storage: Storage) -> list[FeedbackRow]:
             logger.info("no feedback table in this database: retraining without feedback")
             return []
         rows = conn.execute(sa.text(
-            "SELECT f.id, f.post_id, f.label, f.analyst, f.created_at, p.text, p.title, p.source "
+            "SELECT f.id, f.post_id, f.label, f.created_at, p.text, p.title, p.source "
             "FROM feedback f JOIN posts p ON p.id = f.post_id "
             "ORDER BY f.created_at, f.id")).mappings().all()
     # Plain SQL bypasses UTCDateTime: convert its times the same way here.
