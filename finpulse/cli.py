@@ -37,6 +37,7 @@ COMMANDS = (
     "feedback",
     "query",
     "alerts",
+    "retrain",
 )
 
 

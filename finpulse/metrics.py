@@ -80,6 +80,9 @@ class Metrics:
         api_request_duration: API request handling time by route template.
         scorer_faults: faults the scorer handled, by kind.
         scorer_retries: retries after transient faults, by operation.
+        retrain_runs: retraining runs, by decision (``promoted``, ``rejected``, ``failed``).
+        retrain_last_run: Unix time the last retraining run ended.
+        retrain_gold_macro_f1: gold-set macro-F1 of the last run's champion and challenger.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -213,6 +216,23 @@ class Metrics:
             "API request handling time, by route template.",
             ["route"],
             buckets=LATENCY_BUCKETS,
+            **kw,
+        )
+        self.retrain_runs = Counter(
+            "finpulse_retrain_runs_total",
+            "Retraining runs, by the gate's decision (promoted, rejected) or failed.",
+            ["decision"],
+            **kw,
+        )
+        self.retrain_last_run = Gauge(
+            "finpulse_retrain_last_run_timestamp_seconds",
+            "Unix time the last retraining run ended.",
+            **kw,
+        )
+        self.retrain_gold_macro_f1 = Gauge(
+            "finpulse_retrain_gold_macro_f1",
+            "Macro-F1 on the frozen gold set in the last retraining run.",
+            ["model"],
             **kw,
         )
 

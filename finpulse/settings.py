@@ -160,6 +160,25 @@ class NotifierSettings(Section):
     # Timeout of one HTTP delivery (webhook, slack) and of the Kafka publish.
     timeout_s: float = Field(default=10.0, gt=0, le=600)
     smtp: SmtpSettings = SmtpSettings()
+class RetrainSettings(Section):
+    """The retraining job: where challengers go, how data are mixed, and the promotion gate."""
+
+    # New challenger artifacts are written under this directory, one per run.
+    output_dir: Path = Path("retrained-models")
+    # A split file whose "test" rows are the frozen gold set; None: the bundled model's.
+    gold_split: Path | None = None
+    # Continue training from the champion (replaying base data) when it was trained the
+    # same way (method, base); otherwise train from the base encoder on all the base data.
+    warm_start: bool = True
+    replay_examples: int = Field(default=2000, ge=0)
+    feedback_holdout: float = Field(default=0.2, ge=0.0, lt=1.0)
+    feedback_weight: float = Field(default=3.0, gt=0.0)
+    feedback_half_life_days: float = Field(default=30.0, gt=0.0)
+    # The gate: gold macro-F1 may fall at most gold_tolerance, one class's F1 at most
+    # max_class_drop; held-back feedback macro-F1 must rise by more than min_feedback_gain.
+    gold_tolerance: float = Field(default=0.01, ge=0.0, le=1.0)
+    max_class_drop: float = Field(default=0.03, ge=0.0, le=1.0)
+    min_feedback_gain: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 class Settings(BaseSettings):
@@ -182,6 +201,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     api: ApiSettings = ApiSettings()
     notifier: NotifierSettings = NotifierSettings()
+    retrain: RetrainSettings = RetrainSettings()
 
     @classmethod
     def settings_customise_sources(

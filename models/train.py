@@ -16,6 +16,7 @@ import logging
 import platform
 import random
 import sys
+import threading
 import time
 from collections import Counter
 from contextlib import nullcontext
@@ -38,9 +39,13 @@ from models.evaluate import compute_metrics, evaluate_engine, plot_confusion
 from models.inference import SentimentEngine, cpu_supports_bf16, resolve_device
 from models.network import SentimentClassifier, count_parameters, load_encoder, quiet_peft
 
-__all__ = ["TrainConfig", "train", "apply_method"]
+__all__ = ["TrainConfig", "TrainingStopped", "apply_method", "train", "train_on"]
 
 logger = logging.getLogger(__name__)
+
+
+class TrainingStopped(ModelError):
+    """Training was asked to stop (e.g. SIGTERM) before it finished; nothing was saved."""
 
 
 def apply_method(encoder: nn.Module, config: TrainConfig) -> nn.Module:
@@ -118,8 +123,7 @@ def train(config: TrainConfig, output: str | Path, *, device: str = "auto") -> d
     if (output / "manifest.json").exists():
         raise ConfigError(f"output: {output} already holds a model; choose a new directory",
                           field="output")
-    torch_device = resolve_device(device)
-    _seed_everything(config.seed)
+    resolve_device(device)  # a bad device fails before the data is read
     dataset = load_dataset(config.data)
     split = split_examples(dataset.examples, seed=config.seed,
                            validation=config.validation, test=config.test)
@@ -129,35 +133,83 @@ def train(config: TrainConfig, output: str | Path, *, device: str = "auto") -> d
     train_set = split["train"]
     if config.max_train_examples and len(train_set) > config.max_train_examples:
         train_set = random.Random(config.seed).sample(train_set, config.max_train_examples)
+    return train_on(config, output, train_set, split["validation"], split["test"], split=split,
+                    device=device, extra={"duplicates_dropped": dataset.duplicates,
+                                          "conflicts_dropped": dataset.conflicts})
+
+
+def train_on(
+    config: TrainConfig, output: str | Path, train_set: list[Example], validation: list[Example],
+    test: list[Example], *, weights: list[float] | None = None,
+    init: tuple[SentimentClassifier, Any] | None = None,
+    split: dict[str, list[Example]] | None = None, device: str = "auto",
+    extra: dict[str, Any] | None = None, stop: threading.Event | None = None,
+) -> dict[str, Any]:
+    """Train on given examples and write the artifact (``train`` after its split; retraining).
+
+    Args:
+        config: the validated configuration (its ``data`` is recorded, not read here).
+        output: the artifact directory; must not already hold an artifact.
+        train_set: the examples to fit.
+        validation: early-stopping examples.
+        test: the held-out examples the artifact is reported on (never trained on).
+        weights: per-example loss weights, aligned with ``train_set``; None weighs all 1.
+        init: ``(model, tokenizer)`` to continue training from (warm start), with its
+            trainable parameters already marked; None builds a fresh model from ``config``.
+        split: what ``split.csv`` records; None records the three lists given.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        extra: more manifest keys.
+        stop: checked between batches; once set, training ends with ``TrainingStopped``.
+
+    Returns:
+        The artifact's manifest (with test metrics).
+
+    Raises:
+        ConfigError: an existing artifact at ``output`` or bad weights.
+        ModelError: the base encoder cannot be loaded or training diverged.
+        TrainingStopped: ``stop`` was set before training finished (no manifest written).
+    """
+    output = Path(output)
+    if (output / "manifest.json").exists():
+        raise ConfigError(f"output: {output} already holds a model; choose a new directory",
+                          field="output")
+    if weights is not None and (len(weights) != len(train_set)
+                                or not all(w >= 0 and np.isfinite(w) for w in weights)):
+        raise ConfigError("weights: one finite, non-negative weight per training example",
+                          field="weights")
+    torch_device = resolve_device(device)
+    _seed_everything(config.seed)
     output.mkdir(parents=True, exist_ok=True)
-    write_split(output / "split.csv", split)
+    write_split(output / "split.csv",
+                split or {"train": train_set, "validation": validation, "test": test})
     config.save(output)
 
-    encoder, tokenizer = load_encoder(config.base)
-    model = SentimentClassifier(apply_method(encoder, config), len(LABELS), config.dropout)
+    if init is None:
+        encoder, tokenizer = load_encoder(config.base)
+        model = SentimentClassifier(apply_method(encoder, config), len(LABELS), config.dropout)
+    else:
+        model, tokenizer = init
     model.to(torch_device)
     trainable, total = count_parameters(model)
     logger.info("%s on %s: %d of %d parameters trainable (%.2f%%); %d train, %d validation, "
                 "%d test examples", config.method, config.base, trainable, total,
-                100 * trainable / total, len(train_set), len(split["validation"]),
-                len(split["test"]))
+                100 * trainable / total, len(train_set), len(validation), len(test))
 
     started = time.perf_counter()
-    history, best_epoch = _fit(model, tokenizer, config, train_set, split["validation"],
-                               torch_device, output)
+    history, best_epoch = _fit(model, tokenizer, config, train_set, validation,
+                               torch_device, output, weights, stop)
     train_seconds = time.perf_counter() - started
     model.cpu().float().eval()
     manifest = save_artifact(
         output, model, base=config.base, method=config.method, max_length=config.max_length,
         trainable_params=trainable, total_params=total,
         extra={"train_seconds": round(train_seconds, 1), "best_epoch": best_epoch,
-               "epochs_run": len(history), "train_examples": len(train_set),
-               "duplicates_dropped": dataset.duplicates, "conflicts_dropped": dataset.conflicts,
+               "epochs_run": len(history), "train_examples": len(train_set), **(extra or {}),
                "hardware": {"device": str(torch_device), "threads": torch.get_num_threads(),
                             "machine": platform.machine(), "bf16_autocast": _uses_bf16(
                                 config, torch_device)}},
     )
-    metrics = _report(output, split["test"], split["validation"], device)
+    metrics = _report(output, test, validation, device)
     manifest = update_manifest(output, metrics=metrics["summary"])
     write_card(output, manifest, config, metrics)
     logger.info("wrote %s (%s) in %.0f s: test accuracy %.3f, macro-F1 %.3f", output,
@@ -169,11 +221,13 @@ def train(config: TrainConfig, output: str | Path, *, device: str = "auto") -> d
 def _fit(
     model: SentimentClassifier, tokenizer: Any, config: TrainConfig, train_set: list[Example],
     validation: list[Example], device: torch.device, output: Path,
+    weights: list[float] | None = None, stop: threading.Event | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """Run the epochs; restore the best validation macro-F1 state. Returns (history, best)."""
     label_index = {label: i for i, label in enumerate(LABELS)}
     ids = _tokenise(tokenizer, [ex.text for ex in train_set], config.max_length)
     targets = torch.tensor([label_index[ex.label] for ex in train_set])
+    sample_weights = None if weights is None else torch.tensor(weights, dtype=torch.float32)
     val_ids = _tokenise(tokenizer, [ex.text for ex in validation], config.max_length)
     rng = random.Random(config.seed)
     steps_per_epoch = -(-len(ids) // config.batch_size)
@@ -185,7 +239,8 @@ def _fit(
                                     max(0.0, (total_steps - step) / max(1, total_steps - warmup))))
     loss_fn = nn.CrossEntropyLoss(
         weight=class_weights([ex.label for ex in train_set], config.class_weighting).to(device),
-        label_smoothing=config.label_smoothing)
+        label_smoothing=config.label_smoothing,
+        reduction="mean" if sample_weights is None else "none")
     use_bf16 = _uses_bf16(config, device)
     pad_id = tokenizer.pad_token_id or 0
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
@@ -201,10 +256,17 @@ def _fit(
             losses: list[float] = []
             epoch_start = time.perf_counter()
             for batch in batches:
+                if stop is not None and stop.is_set():
+                    raise TrainingStopped(f"training stopped in epoch {epoch}")
                 input_ids, mask = pad([ids[i] for i in batch], pad_id)
                 with _autocast(device, use_bf16):
                     logits = model(input_ids.to(device), mask.to(device))
                 loss = loss_fn(logits.float(), targets[batch].to(device))
+                if sample_weights is not None:
+                    # Per-example weights on top of the class weights; normalised by the
+                    # batch's weight, so the loss keeps roughly the scale of "mean".
+                    w = sample_weights[batch].to(device)
+                    loss = (loss * w).sum() / w.sum().clamp_min(1e-12)
                 if not torch.isfinite(loss):
                     raise ModelError(f"training diverged at epoch {epoch} (loss {loss.item()}); "
                                      "lower the learning rate")

@@ -460,6 +460,16 @@ class Storage:
 
         return list(feedback_examples(self, since))
 
+    def retrain_runs(self, limit: int = 50) -> list[Any]:
+        """Recorded retraining runs, newest first (``finpulse.storage.retraining.RetrainRun``).
+
+        Raises:
+            StorageError: the query failed.
+        """
+        from finpulse.storage.retraining import list_runs
+
+        return list_runs(self, limit)
+
     def dispose(self) -> None:
         """Close every pooled connection."""
         self._engine.dispose()

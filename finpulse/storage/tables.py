@@ -361,4 +361,25 @@ feedback = sa.Table(
     sa.Column("comment", sa.Text),
     sa.Column("created_at", UTCDateTime, nullable=False, index=True),
     sa.CheckConstraint("label IN ('negative', 'neutral', 'positive')", name="label"),
+# One row per retraining run: inserted when it starts (decision NULL while running, or
+# forever if the process died), completed with both models' metrics and the gate's verdict.
+retrain_runs = sa.Table(
+    "retrain_runs",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("started_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("finished_at", UTCDateTime),
+    # "manual" (finpulse retrain) or "schedule" (finpulse retrain --every).
+    sa.Column("trigger", sa.String(16), nullable=False),
+    sa.Column("champion", sa.String(200), nullable=False),
+    sa.Column("challenger", sa.String(200)),
+    sa.Column("decision", sa.String(16)),
+    sa.Column("reason", sa.Text),
+    # Examples per source (base, replay, feedback, feedback_held_back, gold, ...).
+    sa.Column("counts", sa.JSON, nullable=False),
+    # {"champion": metrics, "challenger": metrics} on the gold set and on held-back feedback.
+    sa.Column("gold", sa.JSON, nullable=False),
+    sa.Column("feedback", sa.JSON, nullable=False),
+    sa.Column("seconds", sa.Float),
+    sa.CheckConstraint("decision IN ('promoted', 'rejected', 'failed')", name="decision"),
 )

@@ -1,0 +1,253 @@
+"""The retraining job: feedback from the database + base data -> challenger -> gate -> registry.
+
+One run (``RetrainService.run_once``):
+
+1. find the champion in the registry (a database without one adopts the bundled model);
+2. record the run as started in ``retrain_runs``;
+3. read the analysts' feedback and assemble the data (``models.continual.assemble``);
+4. train the challenger: warm-started from the champion when it was trained the same
+   way, on feedback plus a replay sample of the base data; else from the base encoder;
+5. register it, evaluate champion and challenger on the frozen gold set and on the
+   held-back feedback, and let the gate decide; a promotion goes through the registry,
+   which running scorers follow (``ModelReloader``);
+6. complete the run's record and the metrics. A run that fails is recorded as ``failed``.
+
+``run`` repeats this every period until its stop event is set (SIGTERM): a run in
+progress is abandoned between training batches, recorded as failed, and nothing is promoted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from finpulse.errors import FinpulseError
+from finpulse.metrics import Metrics
+from finpulse.schemas import Post
+from finpulse.services.policy import Backoff, classify
+from finpulse.services.scorer import model_input
+from finpulse.settings import Settings
+from finpulse.storage import Storage
+from finpulse.storage.registry import ModelRegistry, ModelVersion
+from finpulse.storage.retraining import (
+    FeedbackRow,
+    finish_run,
+    read_feedback,
+    start_run,
+)
+from models import DEFAULT_MODEL_DIR
+from models.artifact import read_manifest
+from models.config import CONFIG_FILE, TrainConfig
+from models.continual import (
+    FeedbackItem,
+    GatePolicy,
+    MixPolicy,
+    RetrainData,
+    assemble,
+    evaluate_models,
+    judge,
+    warm_start,
+)
+
+logger = logging.getLogger(__name__)
+
+Transform = Callable[[RetrainData], RetrainData]
+
+
+def feedback_items(rows: list[FeedbackRow]) -> list[FeedbackItem]:
+    """Turn feedback rows into training items, with the text exactly as the scorer reads it."""
+    items = []
+    for row in rows:
+        post = Post(id=row.post_id, source=row.source, text=row.text, title=row.title,
+                    published_at=row.created_at)
+        items.append(FeedbackItem(post_id=row.post_id, text=model_input(post), label=row.label,
+                                  source=row.source, created_at=row.created_at))
+    return items
+
+
+def default_train_config(champion: ModelVersion) -> TrainConfig:
+    """The champion's own training configuration, else the bundled model's."""
+    for directory in (Path(champion.artifact_path), DEFAULT_MODEL_DIR):
+        if (directory / CONFIG_FILE).is_file():
+            return TrainConfig.from_file(directory / CONFIG_FILE)
+    return TrainConfig.from_file(DEFAULT_MODEL_DIR / CONFIG_FILE)
+
+
+class RetrainService:
+    """Runs retraining once or periodically; see the module docstring.
+
+    Args:
+        settings: ``retrain`` (data mix, gate, output directory) and ``model`` (engine options).
+        storage: the migrated database.
+        metrics: where to count runs; None counts nothing.
+        device: ``auto``, ``cpu`` or ``cuda`` for training and evaluation.
+    """
+
+    def __init__(self, settings: Settings, storage: Storage, metrics: Metrics | None = None,
+                 *, device: str = "auto") -> None:
+        self.settings = settings
+        self.storage = storage
+        self.metrics = metrics
+        self.device = device
+        self.registry = ModelRegistry(storage)
+        cfg = settings.retrain
+        self.mix = MixPolicy(feedback_holdout=cfg.feedback_holdout,
+                             feedback_weight=cfg.feedback_weight,
+                             feedback_half_life_days=cfg.feedback_half_life_days,
+                             replay_examples=cfg.replay_examples)
+        self.gate = GatePolicy(gold_tolerance=cfg.gold_tolerance,
+                               max_class_drop=cfg.max_class_drop,
+                               min_feedback_gain=cfg.min_feedback_gain)
+
+    def champion(self) -> ModelVersion:
+        """The registry's champion; a registry without one adopts the bundled model."""
+        champion = self.registry.champion()
+        if champion is None:
+            manifest = read_manifest(DEFAULT_MODEL_DIR)
+            self.registry.register(manifest["version"], base=manifest["base"],
+                                   method=manifest["method"], metrics=manifest["metrics"],
+                                   artifact_path=str(DEFAULT_MODEL_DIR),
+                                   trainable_params=manifest.get("trainable_params"))
+            self.registry.promote(manifest["version"])
+            champion = self.registry.get(manifest["version"])
+        return champion
+
+    def run_once(
+        self,
+        train_config: TrainConfig | None = None,
+        *,
+        trigger: str = "manual",
+        transform: Transform | None = None,
+        stop: threading.Event | None = None,
+    ) -> dict[str, Any]:
+        """One run; returns the result (the ``finpulse retrain --json`` object).
+
+        Args:
+            train_config: the training configuration; None uses the champion's.
+            trigger: recorded with the run (``manual`` or ``schedule``).
+            transform: applied to the assembled data before training (gate drills and
+                tests: ``models.continual.shuffle_labels``).
+            stop: abandons training between batches once set.
+
+        Raises:
+            FinpulseError: the run failed (it is recorded as ``failed`` first, when the
+                database allows).
+        """
+        started = time.perf_counter()
+        champion = self.champion()
+        config = train_config or default_train_config(champion)
+        run_id = start_run(self.storage, champion=champion.version, trigger=trigger)
+        logger.info("retraining run %s started; champion %s", run_id, champion.version)
+        try:
+            result = self._run(run_id, champion, config, transform, stop)
+        except BaseException as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            try:
+                finish_run(self.storage, run_id, decision="failed", reason=reason,
+                           seconds=time.perf_counter() - started)
+            except FinpulseError as record_exc:
+                logger.error("could not record the failed run %s: %s", run_id, record_exc)
+            self._count("failed")
+            logger.error("retraining run %s failed: %s", run_id, reason)
+            raise
+        result["seconds"] = round(time.perf_counter() - started, 1)
+        finish_run(self.storage, run_id, decision=result["decision"], reason=result["reason"],
+                   seconds=result["seconds"], challenger=result["challenger"],
+                   counts=result["data"], gold=result["gold"], feedback=result["feedback"])
+        self._count(result["decision"], result["gold"])
+        logger.info("retraining run %s: %s %s (%s)", run_id, result["decision"],
+                    result["challenger"], result["reason"])
+        return result
+
+    def _run(self, run_id: str, champion: ModelVersion, config: TrainConfig,
+             transform: Transform | None, stop: threading.Event | None) -> dict[str, Any]:
+        from models.train import train_on
+
+        cfg = self.settings.retrain
+        champion_dir = Path(champion.artifact_path)
+        init = warm_start(champion_dir, config) if cfg.warm_start else None
+        data = assemble(config, feedback_items(read_feedback(self.storage)),
+                        gold_split=cfg.gold_split or DEFAULT_MODEL_DIR / "split.csv",
+                        policy=self.mix, warm=init is not None, now=datetime.now(timezone.utc))
+        if transform is not None:
+            data = transform(data)
+        output = cfg.output_dir / f"retrain-{run_id}"
+        manifest = train_on(
+            config, output, data.train, data.validation, data.gold, weights=data.weights,
+            init=init, device=self.device, stop=stop,
+            extra={"retrain_run": run_id, "data_counts": data.counts,
+                   "started_from": champion.version if init is not None else config.base})
+        challenger = manifest["version"]
+        self.registry.register(challenger, base=manifest["base"], method=manifest["method"],
+                               metrics=manifest["metrics"], artifact_path=str(output.resolve()),
+                               trainable_params=manifest.get("trainable_params"))
+        models = {"champion": champion_dir, "challenger": output}
+        engine = self.settings.model
+        options = {"device": self.device, "dtype": engine.dtype, "max_length": engine.max_length,
+                   "batch_tokens": engine.batch_tokens}
+        gold = evaluate_models(models, data.gold, **options)
+        feedback = evaluate_models(models, data.feedback_eval, **options)
+        decision, reason = judge(gold, feedback, self.gate)
+        current = self.registry.champion()
+        if decision == "promoted" and (current is None or current.version != champion.version):
+            # Someone promoted or rolled back meanwhile: the comparison no longer holds.
+            decision, reason = "rejected", (f"the champion changed during the run (now "
+                                            f"{current.version if current else 'none'}); {reason}")
+        if decision == "promoted":
+            self.registry.promote(challenger)
+        return {"run": run_id, "champion": champion.version, "challenger": challenger,
+                "started_from": "champion" if init is not None else "base_encoder",
+                "data": data.counts, "gold": gold, "feedback": feedback,
+                "decision": decision, "reason": reason, "artifact": str(output)}
+
+    def _count(self, decision: str, gold: dict[str, Any] | None = None) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.retrain_runs.labels(decision=decision).inc()
+        self.metrics.retrain_last_run.set_to_current_time()
+        for model, values in (gold or {}).items():
+            self.metrics.retrain_gold_macro_f1.labels(model=model).set(values["macro_f1"])
+
+    def run(self, stop: threading.Event, *, every_s: float,
+            train_config: TrainConfig | None = None,
+            on_result: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """Run every ``every_s`` seconds until ``stop`` is set.
+
+        Faults follow ``finpulse.services.policy``: a transient one (database unreachable)
+        is retried with capped back-off, a fatal one (configuration, a model that cannot be
+        loaded or trained) ends the loop with the error, anything else is logged (the run
+        is recorded as failed) and the schedule goes on. A run stopped by ``stop`` ends it.
+
+        Args:
+            stop: set by SIGTERM/SIGINT.
+            every_s: seconds from one run's start to the next.
+            train_config: as for ``run_once``.
+            on_result: called with each completed run's result.
+        """
+        backoff = Backoff(base_s=5.0, cap_s=min(every_s, 600.0))
+        while not stop.is_set():
+            began = time.monotonic()
+            try:
+                result = self.run_once(train_config, trigger="schedule", stop=stop)
+            except FinpulseError as exc:
+                if stop.is_set():
+                    break
+                fault = classify(exc)
+                if fault == "fatal":
+                    raise
+                if fault == "transient":
+                    delay = backoff.next_delay()
+                    logger.warning("retraining run failed (%s); retrying in %.0f s", exc, delay)
+                    stop.wait(delay)
+                    continue
+                logger.error("retraining run failed (%s); next run as scheduled", exc)
+            else:
+                if on_result is not None:
+                    on_result(result)
+            backoff.reset()
+            stop.wait(max(every_s - (time.monotonic() - began), 0.0))

@@ -1,0 +1,156 @@
+"""The retraining job's side of the database: its run records and the analysts' feedback.
+
+A run is inserted when it starts (``decision`` NULL) and completed when it ends, so a run
+whose process died stays visible as unfinished. Feedback is read with plain SQL over the
+``feedback`` table (only its id, post_id, label and created_at: who gave a label does not
+matter here), joined to ``posts`` for the title, text and source; a database without that
+table simply has no feedback yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from finpulse.storage import tables as t
+from finpulse.storage.database import Storage, utcnow
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetrainRun:
+    """One recorded retraining run (``decision`` is None while it runs or if it died)."""
+
+    id: str
+    started_at: datetime
+    finished_at: datetime | None
+    trigger: str
+    champion: str
+    challenger: str | None
+    decision: str | None
+    reason: str | None
+    counts: dict[str, Any] = field(hash=False)
+    gold: dict[str, Any] = field(hash=False)
+    feedback: dict[str, Any] = field(hash=False)
+    seconds: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values (times as ISO 8601)."""
+        values = dict(vars(self))
+        for key in ("started_at", "finished_at"):
+            values[key] = values[key].isoformat() if values[key] is not None else None
+        return values
+
+
+@dataclass(frozen=True)
+class FeedbackRow:
+    """One analyst label with the labelled post's text, title and source."""
+
+    id: Any
+    post_id: str
+    label: str
+    created_at: datetime
+    text: str
+    title: str | None
+    source: str
+
+
+def start_run(storage: Storage, *, champion: str, trigger: str) -> str:
+    """Record that a run started; returns its id.
+
+    Raises:
+        StorageError: the database refused or is unreachable.
+    """
+    run_id = f"{utcnow():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    with storage.begin() as conn:
+        conn.execute(sa.insert(t.retrain_runs).values(
+            id=run_id, started_at=utcnow(), trigger=trigger, champion=champion,
+            counts={}, gold={}, feedback={}))
+    return run_id
+
+
+def finish_run(
+    storage: Storage,
+    run_id: str,
+    *,
+    decision: str,
+    reason: str,
+    seconds: float,
+    challenger: str | None = None,
+    counts: dict[str, Any] | None = None,
+    gold: dict[str, Any] | None = None,
+    feedback: dict[str, Any] | None = None,
+) -> None:
+    """Complete a run's record with its outcome.
+
+    Args:
+        storage: the database.
+        run_id: from ``start_run``.
+        decision: ``promoted``, ``rejected`` or ``failed``.
+        reason: why (the gate's reasons, or the error).
+        seconds: the run's duration.
+        challenger: the trained version, if training got that far.
+        counts: examples per source.
+        gold: both models' metrics on the gold set.
+        feedback: both models' metrics on the held-back feedback.
+
+    Raises:
+        StorageError: the database refused or is unreachable.
+    """
+    values: dict[str, Any] = {"finished_at": utcnow(), "decision": decision, "reason": reason,
+                              "seconds": round(seconds, 1), "challenger": challenger}
+    for name, value in (("counts", counts), ("gold", gold), ("feedback", feedback)):
+        if value is not None:
+            values[name] = value
+    with storage.begin() as conn:
+        conn.execute(sa.update(t.retrain_runs).where(t.retrain_runs.c.id == run_id)
+                     .values(**values))
+
+
+def list_runs(storage: Storage, limit: int = 50) -> list[RetrainRun]:
+    """Recorded runs, newest first.
+
+    Raises:
+        StorageError: the query failed.
+    """
+    r = t.retrain_runs
+    query = sa.select(r).order_by(r.c.started_at.desc(), r.c.id.desc()).limit(limit)
+    with storage.begin() as conn:
+        rows = conn.execute(query).mappings().all()
+    return [RetrainRun(**dict(row)) for row in rows]
+
+
+def read_feedback(storage: Storage) -> list[FeedbackRow]:
+    """Every analyst label joined to its post, oldest first.
+
+    Returns:
+        The labels; ``[]`` when the database has no ``feedback`` table yet.
+
+    Raises:
+        StorageError: the query failed.
+    """
+    with storage.begin() as conn:
+        if not sa.inspect(conn).has_table("feedback"):
+            logger.info("no feedback table in this database: retraining without feedback")
+            return []
+        rows = conn.execute(sa.text(
+            "SELECT f.id, f.post_id, f.label, f.created_at, p.text, p.title, p.source "
+            "FROM feedback f JOIN posts p ON p.id = f.post_id "
+            "ORDER BY f.created_at, f.id")).mappings().all()
+    # Plain SQL bypasses UTCDateTime: convert its times the same way here.
+    convert = t.UTCDateTime().process_result_value
+    return [FeedbackRow(**{**dict(row), "created_at": _as_datetime(row["created_at"], convert,
+                                                                   storage.engine.dialect)})
+            for row in rows]
+
+
+def _as_datetime(value: Any, convert: Any, dialect: Any) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return convert(value, dialect)
