@@ -361,6 +361,8 @@ feedback = sa.Table(
     sa.Column("comment", sa.Text),
     sa.Column("created_at", UTCDateTime, nullable=False, index=True),
     sa.CheckConstraint("label IN ('negative', 'neutral', 'positive')", name="label"),
+)
+
 # One row per retraining run: inserted when it starts (decision NULL while running, or
 # forever if the process died), completed with both models' metrics and the gate's verdict.
 retrain_runs = sa.Table(
