@@ -105,10 +105,6 @@ class MonitorService:
                                event_time=self.event_time)
                 fired = alert_records(conn, judged.new_ids)
                 waiting = count_dirty(conn)
-                firing = Counter(dict(conn.execute(
-                    sa.select(t.alerts.c.rule, sa.func.count())
-                    .where(t.alerts.c.state == "firing").group_by(t.alerts.c.rule)
-                ).all()))
         except CursorMoved as exc:
             logger.info("rule %s: another monitor evaluated these windows first", exc)
             return MonitorPass(aggregates=0)
@@ -116,6 +112,11 @@ class MonitorService:
         # own stored cursors, after the windows above are committed.
         fired += evaluate_risk_events(self.storage, self.rules)
         fired += evaluate_model_health(self.storage, self.rules)
+        with self.storage.begin() as conn:
+            firing = Counter(dict(conn.execute(
+                sa.select(t.alerts.c.rule, sa.func.count())
+                .where(t.alerts.c.state == "firing").group_by(t.alerts.c.rule)
+            ).all()))
         if self.metrics is not None:
             self._observe(refreshed, judged, fired, firing, waiting, time.perf_counter() - started)
         for alert in fired:
