@@ -77,7 +77,8 @@ def build() -> db.Dashboard:
     board = (
         db.Dashboard("Pipeline health")
         .uid(UID)
-        .description("finpulse services: throughput, lag, dead letters, latency, model, alerts, deliveries.")
+        .description("finpulse services: throughput, lag, dead letters, latency, model, alerts, deliveries, "
+                     "retraining.")
         .tags(["finpulse", "operations"])
         .time("now-1h", "now")
         .refresh("30s")
@@ -121,7 +122,10 @@ def build() -> db.Dashboard:
     add(series("Batch size (posts)", quantiles("finpulse_scorer_batch_size_posts"), "short"), 8, 8)
     add(series("Scorer faults and retries", [
         q(f"sum by (kind) (rate(finpulse_scorer_faults_total{RATE}))", "fault {{kind}}"),
-        q(f"sum by (operation) (rate(finpulse_scorer_retries_total{RATE}))", "retry {{operation}}", "B"),
+        # Retries exist only after a transient fault (a series appears on the first one), so
+        # a healthy scorer shows 0 rather than "No data".
+        q(f"sum by (operation) (rate(finpulse_scorer_retries_total{RATE})) or vector(0)", "retry {{operation}}",
+          "B"),
     ], "ops"), 8, 8)
 
     row("Latency")
@@ -156,4 +160,15 @@ def build() -> db.Dashboard:
         12, 8)
     add(series("API latency by route", quantiles("finpulse_api_request_duration_seconds", by="route", qs=(0.95,)),
                "s"), 12, 8)
+
+    row("Retraining")
+    add(series("Retraining runs by decision", [
+        q("sum by (decision) (increase(finpulse_retrain_runs_total[1d]))", "{{decision}}")], "short",
+        "Runs of `finpulse retrain` in the last day: promoted, rejected by the gate, or failed."), 8, 8)
+    add(single("Since last retraining run", "time() - max(finpulse_retrain_last_run_timestamp_seconds)", "s",
+               "Seconds since a retraining run ended (the schedule runs daily).", red_above=2 * 86400), 8, 8)
+    add(series("Gold-set macro-F1 (last run)", [
+        q("max by (model) (finpulse_retrain_gold_macro_f1)", "{{model}}")], "percentunit",
+        "The champion and the challenger on the frozen gold set, as the last completed run measured them."),
+        8, 8)
     return board

@@ -63,7 +63,10 @@ def test_stack_has_every_component():
     assert SERVICES["postgres"]["image"].startswith("postgres:")
     assert {"prometheus", "alertmanager", "grafana", "kafka-topics"} <= set(SERVICES)
     assert {"scorer", "monitor", "notifier", "api", "migrate"} <= set(finpulse_services())
-    assert "retrain:" in (ROOT / "docker-compose.yml").read_text(), "the retraining placeholder"
+    retrain = SERVICES["retrain"]
+    assert "build" in retrain and retrain["command"] == ["retrain", "--every", "24h", "--json"]
+    # Challengers go where every scorer can load them: the shared models volume.
+    assert retrain["environment"]["FINPULSE_RETRAIN__OUTPUT_DIR"].startswith("/models/")
 
 
 def test_every_long_running_service_has_a_health_check_and_one_shots_gate_the_rest():
