@@ -94,10 +94,11 @@ def build() -> db.Dashboard:
 
     row("Overview")
     add(single("Targets up", 'sum(up{job=~"finpulse-.*"})', description="finpulse processes Prometheus can scrape."), 4, 4)
+    # "Since ..." panels skip a gauge still at 0 (no batch/pass/run yet): "No data", not 56 years.
     add(single("Posts scored / s", f"sum(rate(finpulse_scorer_posts_scored_total{RATE}))", "ops"), 4, 4)
     add(single("Consumer lag", "sum(finpulse_scorer_consumer_lag_messages)", "short",
                "Messages not yet consumed, over all scorers.", red_above=10000), 4, 4)
-    add(single("Since last batch", "time() - max(finpulse_scorer_last_batch_timestamp_seconds)", "s",
+    add(single("Since last batch", "time() - max(finpulse_scorer_last_batch_timestamp_seconds > 0)", "s",
                "Seconds since any scorer committed a batch.", red_above=300), 4, 4)
     add(single("Alerts firing", "sum(finpulse_monitor_alerts_firing)", red_above=1), 4, 4)
     add(single("Outbox pending", "sum(finpulse_notifier_outbox_pending)", description="Alert deliveries waiting to be sent.",
@@ -142,7 +143,7 @@ def build() -> db.Dashboard:
     add(series("Alerts firing by rule", [q("sum by (rule) (finpulse_monitor_alerts_firing)", "{{rule}}")]), 8, 8)
     add(series("Monitor pass", [
         *quantiles("finpulse_monitor_pass_duration_seconds", qs=(0.5, 0.95)),
-        q("time() - max(finpulse_monitor_last_pass_timestamp_seconds)", "since last pass", "C"),
+        q("time() - max(finpulse_monitor_last_pass_timestamp_seconds > 0)", "since last pass", "C"),
     ], "s"), 8, 8)
     add(series("Late posts by outcome", [
         q(f"sum by (outcome) (rate(finpulse_monitor_late_posts_total{RATE}))", "{{outcome}}")], "ops"), 12, 8)
@@ -165,7 +166,7 @@ def build() -> db.Dashboard:
     add(series("Retraining runs by decision", [
         q("sum by (decision) (increase(finpulse_retrain_runs_total[1d]))", "{{decision}}")], "short",
         "Runs of `finpulse retrain` in the last day: promoted, rejected by the gate, or failed."), 8, 8)
-    add(single("Since last retraining run", "time() - max(finpulse_retrain_last_run_timestamp_seconds)", "s",
+    add(single("Since last retraining run", "time() - max(finpulse_retrain_last_run_timestamp_seconds > 0)", "s",
                "Seconds since a retraining run ended (the schedule runs daily).", red_above=2 * 86400), 8, 8)
     add(series("Gold-set macro-F1 (last run)", [
         q("max by (model) (finpulse_retrain_gold_macro_f1)", "{{model}}")], "percentunit",

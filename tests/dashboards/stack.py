@@ -15,9 +15,10 @@ need a counter to move between two samples):
    every partition has been idle for a second the watermark passes the burst's windows,
    they close and the alerts fire; the notifier delivers them to the receiver, whose first
    answer is a 500 (so one attempt is ``retried``);
-3. a second calm hour (the burst hour's successor closes: alerts resolve) and two late posts
-   for windows already judged (one within the allowed lateness, one beyond it); API
-   requests and a retraining run again.
+   then two late posts for windows already judged (one within the allowed lateness, one
+   beyond it);
+3. a second calm hour (the burst hour's successor closes: alerts resolve) and two more late
+   posts; API requests and a retraining run again.
 
 The retraining runs are real runs of ``RetrainService`` that fail for a real reason: the
 configured gold split does not exist (``DataError``). A run that completes trains and
@@ -102,20 +103,29 @@ def stream() -> tuple[list[Post], list[Post], list[Post], list[Post]]:
     """(first half, second half with the burst and the hour after, the next hour, late posts)."""
     baseline, burst = calm_then_burst(hours=16)
     later = calm_then_burst(hours=19)[0]
-    late = [
-        Post(id="late-AAPL-14", source="news", text="Apple declares regular quarterly dividend",
-             published_at=T0 + timedelta(hours=14, minutes=50), tickers=("AAPL",)),
-        Post(id="late-MSFT-2", source="news", text="Microsoft names new chief financial officer",
-             published_at=T0 + timedelta(hours=2, minutes=50), tickers=("MSFT",)),
+
+    def late(hour: int, minute: int, ticker: str, text: str) -> Post:
+        return Post(id=f"late-{ticker}-{hour}-{minute}", source="news", text=text, tickers=(ticker,),
+                    published_at=T0 + timedelta(hours=hour, minutes=minute))
+
+    # Within the allowed lateness (6 h) of the watermark, and beyond it; two of each, sent
+    # in two rounds, so the counters move while Prometheus watches.
+    late_posts = [
+        late(14, 50, "AAPL", "Apple declares regular quarterly dividend"),
+        late(2, 50, "MSFT", "Microsoft names new chief financial officer"),
+        late(15, 50, "AAPL", "Apple schedules earnings call for Thursday"),
+        late(3, 50, "MSFT", "Microsoft opens new regional office in Austin"),
     ]
-    phases = (
-        baseline[: len(baseline) // 2],
-        baseline[len(baseline) // 2:] + burst + [p for p in later if "-17-" in p.id],
-        [p for p in later if "-18-" in p.id],
-        late,
+
+    def with_urls(posts: list[Post]) -> list[Post]:
+        return [p.model_copy(update={"url": f"https://news.example.com/{p.id}"}) for p in posts]
+
+    return (
+        with_urls(baseline[: len(baseline) // 2]),
+        with_urls(baseline[len(baseline) // 2:] + burst + [p for p in later if "-17-" in p.id]),
+        with_urls([p for p in later if "-18-" in p.id]),
+        with_urls(late_posts),
     )
-    return tuple([p.model_copy(update={"url": f"https://news.example.com/{p.id}"}) for p in phase]
-                 for phase in phases)  # type: ignore[return-value]
 
 
 def call_api(url: str, key: str) -> list[int]:
@@ -223,8 +233,12 @@ def running_stack(broker: str, pg_url: str, workdir: Path) -> Iterator[Stack]:
             metric("sum(finpulse_scorer_posts_scored_total)", lambda v: v >= len(first) + len(second), 120)
             metric("sum(finpulse_monitor_alerts_fired_total)", lambda v: v >= 1, 90)
             metric('sum(finpulse_notifier_deliveries_total{status="delivered"})', lambda v: v >= 1)
-            # Phase 3: the next hour resolves the alerts; two posts arrive late.
-            for post in third + late:
+            for post in late[:2]:
+                producer.publish_post(post)
+            producer.flush()
+            metric("sum(finpulse_monitor_late_posts_total)", lambda v: v >= 2, 90)
+            # Phase 3: the next hour resolves the alerts; two more posts arrive late.
+            for post in third + late[2:]:
                 producer.publish_post(post)
             producer.flush()
         statuses += call_api(api.url, key)

@@ -63,6 +63,9 @@ MUST_BE_POSITIVE = {
     "Posts scored / s", "Posts scored and stored", "Messages consumed by topic", "Dead-letter rate by reason",
     "Batch size (posts)", "Inference latency per batch", "End-to-end latency (publish -> stored)",
     "Database write latency", "Alerts firing", "Alerts firing by rule", "Targets up", "Model version served",
+    "Alerts fired and resolved by rule", "Late posts by outcome", "Monitor pass", "Deliveries by channel and status",
+    "Delivery latency", "API requests by route and status", "API latency by route", "Retraining runs by decision",
+    "Since last retraining run",
 }
 
 RESULTS: dict[str, Any] = {}
