@@ -84,6 +84,7 @@ class Stack:
     published: tuple[datetime, datetime]
     webhook_requests: int
     api_statuses: list[int]
+    late_events: list[tuple[str, str, str]]  # (event, ticker, window) delivered in phase 3
 
 
 def total(result: list[dict[str, Any]]) -> float:
@@ -232,7 +233,11 @@ def running_stack(broker: str, pg_url: str, workdir: Path) -> Iterator[Stack]:
             producer.flush()
             metric("sum(finpulse_scorer_posts_scored_total)", lambda v: v >= len(first) + len(second), 120)
             metric("sum(finpulse_monitor_alerts_fired_total)", lambda v: v >= 1, 90)
-            metric('sum(finpulse_notifier_deliveries_total{status="delivered"})', lambda v: v >= 1)
+            delivered = 'sum(finpulse_notifier_deliveries_total{status="delivered"})'
+            metric(delivered, lambda v: v >= 1)
+            metric("sum(finpulse_notifier_outbox_pending)", lambda v: v == 0)
+            before = total(prom.query(delivered))
+            phase_3_from = len(receiver.requests)
             for post in late[:2]:
                 producer.publish_post(post)
             producer.flush()
@@ -247,7 +252,8 @@ def running_stack(broker: str, pg_url: str, workdir: Path) -> Iterator[Stack]:
         metric("sum(finpulse_ingest_messages_invalid_total)", lambda v: v == 2 * len(malformed))
         metric("sum(finpulse_monitor_late_posts_total)", lambda v: v >= len(late), 90)
         metric("sum(finpulse_monitor_alerts_resolved_total)", lambda v: v >= 1, 90)
-        metric('sum(finpulse_notifier_deliveries_total{status="delivered"})', lambda v: v >= 2)
+        # The burst's hour-long alerts resolve only now (their next hour closed): delivered too.
+        metric(delivered, lambda v: v > before)
         metric("sum(finpulse_notifier_outbox_pending)", lambda v: v == 0)
         # A few scrapes after the last change: rate() and increase() need two samples.
         settled = time.time()
@@ -258,4 +264,6 @@ def running_stack(broker: str, pg_url: str, workdir: Path) -> Iterator[Stack]:
             prometheus=prom, database_url=pg_url, start=start, end=end,
             published=(min(p.published_at for p in posts), max(p.published_at for p in posts)),
             webhook_requests=len(receiver.requests), api_statuses=statuses,
+            late_events=[(b["event"], b["alert"]["ticker"], b["alert"]["window"])
+                         for b in receiver.bodies[phase_3_from:]],
         )

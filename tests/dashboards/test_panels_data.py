@@ -100,6 +100,8 @@ def stack(broker: str, pg_url: str, tmp_path_factory) -> Iterator[Stack]:
 def test_the_services_were_used(stack: Stack):
     """The webhook got the first (refused) attempt and the retry; the API answered both rounds."""
     assert stack.webhook_requests >= 3
+    # The hour after the burst closed in phase 3: the burst's hour-long alerts resolved then.
+    assert ("resolved", "BA", "1h") in stack.late_events, stack.late_events
     assert stack.api_statuses == [200, 200, 200, 401, 200] * 2
 
 
