@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from finpulse.cli import COMMANDS
+from finpulse.cli import COMMANDS, build_parser
 from finpulse.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,6 +151,7 @@ def test_service_environment_is_valid_settings(name, monkeypatch):
     assert "@postgres:5432/" in settings.database_url
     command = SERVICES[name]["command"]
     assert command[0] in set(COMMANDS)
+    build_parser().parse_args(command)  # a bad argument (say, a malformed --every) exits 2
 
 
 def test_grafana_is_provisioned_from_the_repository():

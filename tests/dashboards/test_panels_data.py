@@ -2,7 +2,7 @@
 panel's query runs as Grafana would run it.
 
 Every finpulse service runs (tests/dashboards/stack.py: scorer, monitor, notifier with a
-webhook subscription, API, retraining) on one replayed stream of ~250 posts: a calm
+webhook subscription, API, retraining) on one replayed stream of 236 posts: a calm
 baseline for three companies, a burst of bad news about one (alerts fire, are delivered and
 resolve), late posts and malformed messages. Prometheus scrapes every service each second.
 Then every Prometheus panel query goes through Prometheus's HTTP API over the run's time
