@@ -77,7 +77,8 @@ def build() -> db.Dashboard:
     board = (
         db.Dashboard("Pipeline health")
         .uid(UID)
-        .description("finpulse services: throughput, lag, dead letters, latency, model, alerts, deliveries.")
+        .description("finpulse services: throughput, lag, dead letters, latency, model, alerts, deliveries, "
+                     "retraining.")
         .tags(["finpulse", "operations"])
         .time("now-1h", "now")
         .refresh("30s")
@@ -93,10 +94,11 @@ def build() -> db.Dashboard:
 
     row("Overview")
     add(single("Targets up", 'sum(up{job=~"finpulse-.*"})', description="finpulse processes Prometheus can scrape."), 4, 4)
+    # "Since ..." panels skip a gauge still at 0 (no batch/pass/run yet): "No data", not 56 years.
     add(single("Posts scored / s", f"sum(rate(finpulse_scorer_posts_scored_total{RATE}))", "ops"), 4, 4)
     add(single("Consumer lag", "sum(finpulse_scorer_consumer_lag_messages)", "short",
                "Messages not yet consumed, over all scorers.", red_above=10000), 4, 4)
-    add(single("Since last batch", "time() - max(finpulse_scorer_last_batch_timestamp_seconds)", "s",
+    add(single("Since last batch", "time() - max(finpulse_scorer_last_batch_timestamp_seconds > 0)", "s",
                "Seconds since any scorer committed a batch.", red_above=300), 4, 4)
     add(single("Alerts firing", "sum(finpulse_monitor_alerts_firing)", red_above=1), 4, 4)
     add(single("Outbox pending", "sum(finpulse_notifier_outbox_pending)", description="Alert deliveries waiting to be sent.",
@@ -121,7 +123,10 @@ def build() -> db.Dashboard:
     add(series("Batch size (posts)", quantiles("finpulse_scorer_batch_size_posts"), "short"), 8, 8)
     add(series("Scorer faults and retries", [
         q(f"sum by (kind) (rate(finpulse_scorer_faults_total{RATE}))", "fault {{kind}}"),
-        q(f"sum by (operation) (rate(finpulse_scorer_retries_total{RATE}))", "retry {{operation}}", "B"),
+        # Retries exist only after a transient fault (a series appears on the first one), so
+        # a healthy scorer shows 0 rather than "No data".
+        q(f"sum by (operation) (rate(finpulse_scorer_retries_total{RATE})) or vector(0)", "retry {{operation}}",
+          "B"),
     ], "ops"), 8, 8)
 
     row("Latency")
@@ -138,7 +143,7 @@ def build() -> db.Dashboard:
     add(series("Alerts firing by rule", [q("sum by (rule) (finpulse_monitor_alerts_firing)", "{{rule}}")]), 8, 8)
     add(series("Monitor pass", [
         *quantiles("finpulse_monitor_pass_duration_seconds", qs=(0.5, 0.95)),
-        q("time() - max(finpulse_monitor_last_pass_timestamp_seconds)", "since last pass", "C"),
+        q("time() - max(finpulse_monitor_last_pass_timestamp_seconds > 0)", "since last pass", "C"),
     ], "s"), 8, 8)
     add(series("Late posts by outcome", [
         q(f"sum by (outcome) (rate(finpulse_monitor_late_posts_total{RATE}))", "{{outcome}}")], "ops"), 12, 8)
@@ -156,4 +161,15 @@ def build() -> db.Dashboard:
         12, 8)
     add(series("API latency by route", quantiles("finpulse_api_request_duration_seconds", by="route", qs=(0.95,)),
                "s"), 12, 8)
+
+    row("Retraining")
+    add(series("Retraining runs by decision", [
+        q("sum by (decision) (increase(finpulse_retrain_runs_total[1d]))", "{{decision}}")], "short",
+        "Runs of `finpulse retrain` in the last day: promoted, rejected by the gate, or failed."), 8, 8)
+    add(single("Since last retraining run", "time() - max(finpulse_retrain_last_run_timestamp_seconds > 0)", "s",
+               "Seconds since a retraining run ended (the schedule runs daily).", red_above=2 * 86400), 8, 8)
+    add(series("Gold-set macro-F1 (last run)", [
+        q("max by (model) (finpulse_retrain_gold_macro_f1)", "{{model}}")], "percentunit",
+        "The champion and the challenger on the frozen gold set, as the last completed run measured them."),
+        8, 8)
     return board

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from finpulse.cli import COMMANDS
+from finpulse.cli import COMMANDS, build_parser
 from finpulse.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +63,10 @@ def test_stack_has_every_component():
     assert SERVICES["postgres"]["image"].startswith("postgres:")
     assert {"prometheus", "alertmanager", "grafana", "kafka-topics"} <= set(SERVICES)
     assert {"scorer", "monitor", "notifier", "api", "migrate"} <= set(finpulse_services())
-    assert "retrain:" in (ROOT / "docker-compose.yml").read_text(), "the retraining placeholder"
+    retrain = SERVICES["retrain"]
+    assert "build" in retrain and retrain["command"] == ["retrain", "--every", "24h", "--json"]
+    # Challengers go where every scorer can load them: the shared models volume.
+    assert retrain["environment"]["FINPULSE_RETRAIN__OUTPUT_DIR"].startswith("/models/")
 
 
 def test_every_long_running_service_has_a_health_check_and_one_shots_gate_the_rest():
@@ -148,6 +151,7 @@ def test_service_environment_is_valid_settings(name, monkeypatch):
     assert "@postgres:5432/" in settings.database_url
     command = SERVICES[name]["command"]
     assert command[0] in set(COMMANDS)
+    build_parser().parse_args(command)  # a bad argument (say, a malformed --every) exits 2
 
 
 def test_grafana_is_provisioned_from_the_repository():

@@ -12,7 +12,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "dashboards" / "prometheus"
-SERVICES = ("scorer", "monitor", "notifier", "api")
+SERVICES = ("scorer", "monitor", "notifier", "api", "retrain")
 
 
 def tool(name: str) -> str:

@@ -37,9 +37,13 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 
 def fill(storage: Storage) -> None:
-    """Two days of calm news on three companies, then a burst of bad news on BA; one monitor pass."""
+    """A day of calm news on three companies, a burst of bad news on BA, a calm hour; one monitor pass.
+
+    The calm hour after the burst closes the burst's windows: alerts fire only on closed windows.
+    """
     baseline, burst = calm_then_burst(hours=24)
-    posts = [scored(p.id, p.published_at, p.tickers, 0.45, text=p.text) for p in baseline]
+    trailing = [p for p in calm_then_burst(hours=26)[0] if "-25-" in p.id]
+    posts = [scored(p.id, p.published_at, p.tickers, 0.45, text=p.text) for p in baseline + trailing]
     posts += [scored(p.id, p.published_at, ("BA",), -0.9, text=p.text) for p in burst]
     storage.save_scored([p.model_copy(update={"url": f"https://news.example.com/{p.id}"}) for p in posts])
     manifest = json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())
@@ -84,7 +88,7 @@ def test_report_command_writes_a_self_contained_page(storage, database_url, tmp_
     monkeypatch.setenv("FINPULSE_DATABASE_URL", database_url)
     assert main(["report", "--since", "7d", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert re.search(r"^3 tickers, 304 posts, [12] alerts", printed, re.MULTILINE), printed
+    assert re.search(r"^3 tickers, 316 posts, 4 alerts", printed, re.MULTILINE), printed
     assert str(out.resolve()) in printed
     page = out.read_text()
     # Nothing is fetched at view time: no external scripts, styles, images or fonts.
