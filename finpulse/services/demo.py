@@ -3,8 +3,9 @@
 Starts the embedded Kafka-compatible broker when no broker is configured, replays the
 bundled sample stream (plus a few malformed messages, to show the dead-letter topic),
 scores it with the default model, aggregates, evaluates the alert rules, delivers the
-BA alerts to a webhook subscriber (a real HTTP receiver in a thread) through the
-notifier, serves the history API while it runs, and prints what happened and where to look.
+burst company's (Uber's) alerts to a webhook subscriber (a real HTTP receiver in a thread)
+through the notifier, serves the history API while it runs, and prints what happened and
+where to look.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ from monitor.evidence import POSTS_SEPARATOR
 from monitor.rules import RuleSet
 
 logger = logging.getLogger(__name__)
+
+# The company whose held-out negative tweets make the stream's burst (scripts/make_demo_stream.py).
+BURST_TICKER = "UBER"
 
 MALFORMED: tuple[bytes, ...] = (
     b"this is not JSON",
@@ -104,7 +108,7 @@ class DemoResult:
             lines.append(f"           why: {why.strip()}")
             if posts:
                 lines.append(f"           {_shorten(posts.strip(), 110)}")
-        lines.append(f"  subscriber       webhook {self.webhook_url} (BA alerts), "
+        lines.append(f"  subscriber       webhook {self.webhook_url} ({BURST_TICKER} alerts), "
                      f"{len(self.webhook)} deliveries received")
         for got in self.webhook:
             check = "signature ok" if got.signature_ok else "BAD SIGNATURE"
@@ -122,12 +126,12 @@ class DemoResult:
             "",
             "Query what was stored:",
             f"  FINPULSE_DATABASE_URL={self.database_url} finpulse db alerts",
-            f"  FINPULSE_DATABASE_URL={self.database_url} finpulse db aggregates --ticker BA --window 1h",
-            f"  FINPULSE_DATABASE_URL={self.database_url} finpulse db scores --ticker BA --limit 10",
+            f"  FINPULSE_DATABASE_URL={self.database_url} finpulse db aggregates --ticker {BURST_TICKER} --window 1h",
+            f"  FINPULSE_DATABASE_URL={self.database_url} finpulse db scores --ticker {BURST_TICKER} --limit 10",
             f"  FINPULSE_DATABASE_URL={self.database_url} finpulse deliveries list",
             f"  FINPULSE_DATABASE_URL={self.database_url} finpulse api   # then, with this reader key:",
             f"  curl -H 'Authorization: Bearer {self.api_key}' "
-            f"'http://127.0.0.1:8000/v1/alerts?ticker=BA'",
+            f"'http://127.0.0.1:8000/v1/alerts?ticker={BURST_TICKER}'",
         ]
         return "\n".join(lines)
 
@@ -184,7 +188,7 @@ def run_demo(
 
         receiver = stack.enter_context(WebhookReceiver())
         subscription = create_subscription(storage, channel="webhook", target=receiver.url,
-                                           name="demo-webhook", tickers=["BA"])
+                                           name="demo-webhook", tickers=[BURST_TICKER])
         receiver.secret = subscription["secret"]
         api_key = create_key(storage, "reader", "demo")[1]
         api_url = _start_api(settings, storage, metrics, stack)
