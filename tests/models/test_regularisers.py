@@ -17,8 +17,10 @@ from models.train import _param_groups, apply_method, layer_lr_scale, rdrop_loss
 def test_layer_scale_decays_from_the_top_block_down_to_the_embeddings() -> None:
     top = "encoder.encoder.layer.5.attention.self.query.weight"
     assert layer_lr_scale(top, 6, 0.8) == 1.0
-    assert layer_lr_scale("encoder.encoder.layer.0.output.dense.weight", 6, 0.8) == pytest.approx(0.8**5)
-    assert layer_lr_scale("encoder.embeddings.word_embeddings.weight", 6, 0.8) == pytest.approx(0.8**6)
+    bottom = "encoder.encoder.layer.0.output.dense.weight"
+    assert layer_lr_scale(bottom, 6, 0.8) == pytest.approx(0.8**5)
+    embeddings = "encoder.embeddings.word_embeddings.weight"
+    assert layer_lr_scale(embeddings, 6, 0.8) == pytest.approx(0.8**6)
     assert layer_lr_scale("encoder.pooler.dense.weight", 6, 0.8) == 1.0
     assert layer_lr_scale("encoder.embeddings.word_embeddings.weight", 6, 1.0) == 1.0
 
