@@ -48,6 +48,12 @@ class TrainConfig:
         class_weighting: loss weights against class imbalance: ``balanced`` (inverse
             frequency), ``sqrt`` (its square root, milder) or ``none``.
         label_smoothing: cross-entropy label smoothing.
+        layer_decay: layer-wise learning-rate decay: encoder layer ``i`` of ``L`` trains at
+            ``lr * layer_decay ** (L - 1 - i)`` and the embeddings at ``lr * layer_decay ** L``
+            (1.0 = one learning rate for the whole encoder).
+        rdrop: R-Drop weight: each batch runs twice through the (dropout-active) model and
+            the symmetric KL divergence between the two predictions, times ``rdrop``, is
+            added to the mean cross-entropy (0 = off; doubles the training compute).
         dropout: dropout before the head.
         lora_r, lora_alpha, lora_dropout, lora_targets: LoRA rank, scaling, dropout and the
             module names it adapts (``dense`` = every dense layer of a BERT block).
@@ -74,6 +80,8 @@ class TrainConfig:
     test: float = 0.1
     class_weighting: Literal["balanced", "sqrt", "none"] = "sqrt"
     label_smoothing: float = 0.0
+    layer_decay: float = 1.0
+    rdrop: float = 0.0
     dropout: float = 0.1
     lora_r: int = 16
     lora_alpha: int = 32
@@ -111,6 +119,8 @@ class TrainConfig:
         for name in ("dropout", "lora_dropout"):
             _require_float(self, name, low=0.0, high=0.9)
         _require_float(self, "weight_decay", low=0.0, high=1.0)
+        _require_float(self, "layer_decay", low=0.0, high=1.0, open_low=True)
+        _require_float(self, "rdrop", low=0.0, high=100.0)
         _require_float(self, "grad_clip", low=0.0, high=1e6)
         _require_float(self, "validation", low=0.0, high=0.5, open_low=True)
         _require_float(self, "test", low=0.0, high=0.5, open_low=True)

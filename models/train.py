@@ -15,6 +15,7 @@ import json
 import logging
 import platform
 import random
+import re
 import sys
 import threading
 import time
@@ -39,7 +40,10 @@ from models.evaluate import compute_metrics, evaluate_engine, plot_confusion
 from models.inference import SentimentEngine, cpu_supports_bf16, resolve_device
 from models.network import SentimentClassifier, count_parameters, load_encoder, quiet_peft
 
-__all__ = ["TrainConfig", "TrainingStopped", "apply_method", "train", "train_on"]
+__all__ = [
+    "TrainConfig", "TrainingStopped", "apply_method", "layer_lr_scale", "rdrop_loss", "train",
+    "train_on",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -261,7 +265,13 @@ def _fit(
                 input_ids, mask = pad([ids[i] for i in batch], pad_id)
                 with _autocast(device, use_bf16):
                     logits = model(input_ids.to(device), mask.to(device))
-                loss = loss_fn(logits.float(), targets[batch].to(device))
+                    again = model(input_ids.to(device), mask.to(device)) if config.rdrop else None
+                batch_targets = targets[batch].to(device)
+                if again is None:
+                    loss = loss_fn(logits.float(), batch_targets)
+                else:
+                    loss = rdrop_loss(loss_fn, logits.float(), again.float(), batch_targets,
+                                      config.rdrop)
                 if sample_weights is not None:
                     # Per-example weights on top of the class weights; normalised by the
                     # batch's weight, so the loss keeps roughly the scale of "mean".
@@ -356,23 +366,75 @@ def _report(output: Path, test: list[Example], validation: list[Example],
 
 
 def _param_groups(model: SentimentClassifier, config: TrainConfig) -> list[dict[str, Any]]:
-    decay, no_decay, head = [], [], []
+    """AdamW groups: (learning-rate scale, weight decay or not) for the encoder, then the head."""
+    layers = _layer_count(model)
+    encoder: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    head = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         if name.startswith("head."):
             head.append(p)
-        elif p.ndim < 2 or "LayerNorm" in name or name.endswith(".bias") or "ia3_" in name:
-            # IA3 vectors start at 1 (identity); decaying them towards 0 would be wrong.
-            no_decay.append(p)
-        else:
-            decay.append(p)
+            continue
+        # IA3 vectors start at 1 (identity); decaying them towards 0 would be wrong.
+        decays = not (p.ndim < 2 or "LayerNorm" in name or name.endswith(".bias") or "ia3_" in name)
+        scale = layer_lr_scale(name, layers, config.layer_decay)
+        encoder.setdefault((scale, decays), []).append(p)
     groups = [
-        {"params": decay, "lr": config.encoder_lr, "weight_decay": config.weight_decay},
-        {"params": no_decay, "lr": config.encoder_lr, "weight_decay": 0.0},
-        {"params": head, "lr": config.head_lr, "weight_decay": config.weight_decay},
+        {"params": params, "lr": config.encoder_lr * scale,
+         "weight_decay": config.weight_decay if decays else 0.0}
+        for (scale, decays), params in sorted(encoder.items(), key=lambda item: (-item[0][0],
+                                                                                  not item[0][1]))
     ]
+    groups.append({"params": head, "lr": config.head_lr, "weight_decay": config.weight_decay})
     return [group for group in groups if group["params"]]
+
+
+_LAYER = re.compile(r"\.layer\.(\d+)\.")
+
+
+def _layer_count(model: nn.Module) -> int:
+    found = {int(m.group(1)) for name, _ in model.named_parameters() if (m := _LAYER.search(name))}
+    return max(found) + 1 if found else 0
+
+
+def layer_lr_scale(name: str, layers: int, decay: float) -> float:
+    """Learning-rate multiplier of an encoder parameter under layer-wise decay.
+
+    Args:
+        name: the parameter's name (``...layer.<i>....`` inside a block, ``...embeddings...``).
+        layers: the encoder's number of transformer blocks.
+        decay: ``TrainConfig.layer_decay``; 1.0 gives 1.0 everywhere.
+
+    Returns:
+        ``decay ** (layers - 1 - i)`` for block ``i``, ``decay ** layers`` for the
+        embeddings, 1.0 for anything else (e.g. a pooler above the blocks).
+    """
+    if decay == 1.0:
+        return 1.0
+    match = _LAYER.search(name)
+    if match:
+        return decay ** (layers - 1 - int(match.group(1)))
+    if "embeddings" in name:
+        return decay ** layers
+    return 1.0
+
+
+def rdrop_loss(loss_fn: nn.Module, first: torch.Tensor, second: torch.Tensor,
+               targets: torch.Tensor, weight: float) -> torch.Tensor:
+    """R-Drop: mean cross-entropy of two dropout passes plus ``weight`` x their symmetric KL.
+
+    Args:
+        loss_fn: the (class-weighted, label-smoothed) cross-entropy.
+        first: logits of the first pass, shape ``(batch, classes)``.
+        second: logits of the second pass over the same batch.
+        targets: gold class indices.
+        weight: the KL term's weight.
+    """
+    first_log, second_log = first.log_softmax(-1), second.log_softmax(-1)
+    kl = (nn.functional.kl_div(first_log, second_log, log_target=True, reduction="batchmean")
+          + nn.functional.kl_div(second_log, first_log, log_target=True, reduction="batchmean"))
+    return 0.5 * (loss_fn(first, targets) + loss_fn(second, targets)) + weight * 0.5 * kl
 
 
 def _uses_bf16(config: TrainConfig, device: torch.device) -> bool:

@@ -30,6 +30,9 @@ from models.config import DEFAULT_LR, TrainConfig
         ({"max_length": 10000}, "max_length"),
         ({"base": " "}, "base"),
         ({"autocast": "fp16"}, "autocast"),
+        ({"layer_decay": 0.0}, "layer_decay"),
+        ({"layer_decay": 1.5}, "layer_decay"),
+        ({"rdrop": -0.1}, "rdrop"),
     ],
 )
 def test_invalid_values_name_the_field(values: dict, field: str) -> None:
