@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from finpulse.commands.output import time_arg
 from finpulse.settings import Settings
 
 
@@ -29,23 +30,15 @@ def register_backtest(actions: Any) -> None:
     )
     parser.add_argument("--rules", metavar="FILE", type=Path,
                         help="rules YAML (default: alerts.rules_file, else the bundled rules)")
-    parser.add_argument("--since", metavar="ISO", type=_timestamp, required=True,
-                        help="report alerts fired at/after this time (UTC if no offset)")
-    parser.add_argument("--until", metavar="ISO", type=_timestamp,
+    parser.add_argument("--since", metavar="TIME", type=time_arg("since"), required=True,
+                        help="report alerts fired at/after this time: ISO 8601 (UTC if no offset) or 7d, 12h")
+    parser.add_argument("--until", metavar="TIME", type=time_arg("until"),
                         help="...and before this time (default: now)")
     parser.add_argument("--warmup", metavar="DURATION", type=_duration,
                         help="history before --since for the baselines, e.g. 3d "
                         "(default: what the rules need)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
-
-
-def _timestamp(value: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value!r}") from exc
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
 
 
 def _duration(value: str) -> timedelta:

@@ -102,7 +102,7 @@ def test_backtest_argument_errors(filled: Path, capsys: pytest.CaptureFixture[st
     with pytest.raises(SystemExit) as caught:
         main(["alerts", "backtest", "--since", "yesterday"])
     assert caught.value.code == 2
-    assert "not an ISO 8601 time" in capsys.readouterr().err
+    assert "expected an ISO 8601 time" in capsys.readouterr().err
     code = main(["alerts", "backtest", "--rules", str(filled),
                  "--since", "2024-03-06T00:00:00Z", "--until", "2024-03-05T00:00:00Z"])
     assert code == 1
