@@ -210,3 +210,19 @@ def test_two_monitors_evaluating_at_once_fire_each_alert_once(
     fired = [a.id for result in results for a in result]
     assert sorted(fired) == sorted(a.id for a in storage.alerts())
     assert len(fired) == 2
+
+
+def test_window_alert_evidence_has_links_and_copy_counts(storage: Storage) -> None:
+    """The most negative posts come with their links and how often their story was re-published."""
+    bad = burst("ACME", 30)
+    bad = [
+        post.model_copy(update={"url": f"https://news.example/{post.id}",
+                                "cluster_id": bad[9].id if i >= 9 else None})
+        for i, post in enumerate(bad)
+    ]
+    fired = run(storage, calm("ACME", range(30)) + bad + calm("BETA", range(40)))
+    drop = next(a for a in fired if a.rule == "sentiment_drop")
+    worst = min(bad, key=lambda p: p.score)
+    assert f'"ACME fraud probe 11" <https://news.example/{worst.id}>' in drop.explanation
+    assert f"<https://news.example/{bad[11].id}> [3 copies]" in drop.explanation
+    assert f"<https://news.example/{bad[8].id}>;" in drop.explanation  # a story of its own
