@@ -289,7 +289,9 @@ class SentimentEngine:
         chunks, owners = self._chunk(texts)
         lengths = [len(chunk) for chunk in chunks]
         if sort:
-            batches = budget_batches(lengths, self.batch_tokens)
+            # Up to 1,024 texts per pass on the CPU budgets; large (GPU) budgets may hold more.
+            batches = budget_batches(lengths, self.batch_tokens,
+                                     max_batch=max(1024, self.batch_tokens // 16))
         else:
             batches = fixed_batches(len(chunks), batch_size or 64)
         chunk_probs = np.zeros((len(chunks), len(self.labels)), dtype=np.float64)
