@@ -30,7 +30,7 @@ from pathlib import Path
 def get_model_path():
     return Path("$ENCODER")
 EOF
-export PYTHONPATH="$SITE:$PWD" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 FINPULSE_MODEL__DEVICE=cuda
+export PYTHONPATH="$SITE:$PWD" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 FINPULSE_MODEL__DEVICE=${DEVICE:-cuda}
 python3 - "$ENCODER" <<'EOF' || exit 1
 import sys
 from pathlib import Path
@@ -58,7 +58,7 @@ as_nobody() { python3 -c 'import os,sys; os.setgroups([]); os.setgid(65534); os.
 BIN=$PG/pgserver/pginstall/bin
 as_nobody "$BIN/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 >"$OUT/pg.log" 2>&1 &&
 as_nobody "$BIN/pg_ctl" -D "$PGDATA" -l /tmp/pgdata.log -w \
-  -o "-h 127.0.0.1 -p 5432 -k /tmp -c max_connections=200 -c fsync=on -c shared_buffers=1GB" start >>"$OUT/pg.log" 2>&1 ||
+  -o "-h 127.0.0.1 -p ${PGPORT:-5432} -k /tmp -c max_connections=200 -c fsync=on -c shared_buffers=1GB" start >>"$OUT/pg.log" 2>&1 ||
   { cat "$OUT/pg.log" /tmp/pgdata.log; exit 1; }
 
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem,temperature.gpu --format=csv | tee "$OUT/gpu-info.txt"
@@ -72,13 +72,13 @@ step() {  # name, then the command; output kept in OUT/name.log, JSON line in OU
   [ $rc -eq 0 ] || tail -n 15 "$OUT/$name.log"
 }
 export TOKENIZERS_PARALLELISM=true
-step gpu python3 bench/gpu.py --n "${GPU_N:-200000}" --json
-for batch in ${E2E_BATCHES:-1024 4096}; do
+step gpu python3 bench/gpu.py --device "${DEVICE:-cuda}" --n "${GPU_N:-100000}" --json
+for batch in ${E2E_BATCHES:-2048}; do
   FINPULSE_SCORER__MAX_BATCH_SIZE=$batch FINPULSE_MODEL__BATCH_TOKENS=262144 \
-    step "e2e-$batch" python3 bench/e2e.py --n "${E2E_N:-100000}" --rounds 3 --json
+    step "e2e-$batch" python3 bench/e2e.py --n "${E2E_N:-60000}" --rounds 3 --json
 done
 FINPULSE_SCORER__MAX_BATCH_SIZE=${SCALE_BATCH:-2048} FINPULSE_MODEL__BATCH_TOKENS=262144 \
-  step scale_out python3 bench/scale_out.py --n "${SCALE_N:-60000}" --scorers "${SCALE_K:-1,2,4,8}" \
+  step scale_out python3 bench/scale_out.py --n "${SCALE_N:-40000}" --scorers "${SCALE_K:-1,4}" \
   --partitions 16 --timeout 120 --json
 as_nobody "$BIN/pg_ctl" -D "$PGDATA" -m fast stop >/dev/null 2>&1
 exit 0
