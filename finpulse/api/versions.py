@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from finpulse.api import models as m
 from finpulse.api.auth import require
 from finpulse.api.routes import ModelQ, TimeQ, model_param, storage_of, time_param
-from finpulse.storage import versions
+from finpulse.storage.comparison import shadow_report
 from finpulse.storage.keys import ApiKey
 from finpulse.storage.registry import ModelRegistry
 
@@ -42,7 +42,7 @@ def build_models_router() -> APIRouter:
             "shadow": current.version if current is not None else None,
             "since": start,
             "until": end,
-            "items": versions.shadow_report(storage, since=start, until=end, version=version),
+            "items": shadow_report(storage, since=start, until=end, version=version),
         }
 
     return router

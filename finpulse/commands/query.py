@@ -108,7 +108,7 @@ def run_posts(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_shadow(args: argparse.Namespace, settings: Settings) -> int:
-    from finpulse.storage.versions import shadow_report
+    from finpulse.storage.comparison import shadow_report
 
     storage = open_storage(settings)
     try:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from finpulse.storage.registry import ModelRegistry
-from finpulse.storage.versions import save_rescored, shadow_report, version_series
+from finpulse.storage.comparison import shadow_report
+from finpulse.storage.versions import save_rescored, version_series
 from tests.api.conftest import Api
 
 FLIP = {"negative": "positive", "neutral": "negative", "positive": "negative"}

@@ -20,8 +20,9 @@ from finpulse.services.scorer import ScorerService
 from finpulse.services.shadow import ShadowMode
 from finpulse.settings import KafkaSettings, Settings
 from finpulse.storage import Storage
+from finpulse.storage.comparison import shadow_report
 from finpulse.storage.registry import ModelRegistry
-from finpulse.storage.versions import shadow_report, versions_of_scores
+from finpulse.storage.versions import versions_of_scores
 from ingest.producer import PostProducer
 from ingest.topics import ensure_topics
 from models.artifact import read_manifest, update_manifest

@@ -17,6 +17,7 @@ from finpulse.schemas import ScoredPost
 from finpulse.services.monitor import MonitorService
 from finpulse.storage import Storage
 from finpulse.storage import tables as t
+from finpulse.storage.comparison import shadow_report
 from finpulse.storage.history import search_posts, sentiment_series
 from finpulse.storage.registry import ModelRegistry
 from finpulse.storage.versions import (
@@ -24,7 +25,6 @@ from finpulse.storage.versions import (
     known_version,
     posts_to_rescore,
     save_rescored,
-    shadow_report,
     version_series,
     versions_of_scores,
 )
