@@ -162,6 +162,26 @@ def build() -> db.Dashboard:
     add(series("API latency by route", quantiles("finpulse_api_request_duration_seconds", by="route", qs=(0.95,)),
                "s"), 12, 8)
 
+    row("Shadow model")
+    add(series("Shadow agreement by source", [
+        q(f'sum by (source) (rate(finpulse_scorer_shadow_scored_total{{agree="true"}}{RATE})) '
+          f"/ sum by (source) (rate(finpulse_scorer_shadow_scored_total{RATE}))", "{{source}}")],
+        "percentunit", "Share of posts where the shadow model chose the champion's label "
+        "(`finpulse registry shadow VERSION`; details: `finpulse query shadow`)."), 8, 8)
+    add(series("Median confidence by model role", [
+        q(f"histogram_quantile(0.5, sum by (le, role, source) (rate(finpulse_scorer_confidence_ratio_bucket{RATE})))",
+          "{{role}} {{source}}")], "percentunit",
+        "Top-class probability of the champion's and the shadow model's predictions."), 8, 8)
+    add(series("Shadow model cost and failures", [
+        q(f"histogram_quantile(0.95, sum by (le) (rate(finpulse_scorer_shadow_inference_latency_seconds_bucket{RATE})))",
+          "p95 shadow inference (s)"),
+        q(f"sum by (stage) (rate(finpulse_scorer_shadow_failures_total{RATE}))", "failures {{stage}} /s", "B"),
+    ], "short", "Shadow inference time per batch, and shadow failures (counted; the live path goes on)."), 8, 8)
+    add(table.Panel().title("Shadow model").datasource(PROMETHEUS)
+        .description("The version each scorer runs in shadow beside the champion.")
+        .with_target(q('count by (version) (finpulse_scorer_shadow_model_info{version!=""})', instant=True)
+                     .format("table")), 24, 4)
+
     row("Retraining")
     add(series("Retraining runs by decision", [
         q("sum by (decision) (increase(finpulse_retrain_runs_total[1d]))", "{{decision}}")], "short",

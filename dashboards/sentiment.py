@@ -148,7 +148,8 @@ def build() -> db.Dashboard:
         FROM posts p
         JOIN post_tickers pt ON pt.post_id = p.id
         JOIN LATERAL (
-            SELECT score, label FROM scores WHERE scores.post_id = p.id ORDER BY scored_at DESC LIMIT 1
+            SELECT score, label FROM scores WHERE scores.post_id = p.id AND scores.role = 'live'
+            ORDER BY scored_at DESC, model_version DESC LIMIT 1
         ) s ON TRUE
         WHERE $__timeFilter(p.published_at) AND pt.{TICKERS} AND s.label = 'negative'
         ORDER BY p.published_at DESC, s.score ASC

@@ -38,6 +38,7 @@ COMMANDS = (
     "query",
     "alerts",
     "retrain",
+    "rescore",
 )
 
 

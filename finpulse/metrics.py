@@ -45,6 +45,10 @@ LATENCY_BUCKETS = (
     600,
 )
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+# A prediction's confidence (its top probability) lies in [1/3, 1] for three labels.
+CONFIDENCE_BUCKETS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+# Where a shadow model can fail; each is counted, logged and never stops the live path.
+SHADOW_STAGES = ("load", "score", "store")
 
 
 class Metrics:
@@ -83,6 +87,11 @@ class Metrics:
         retrain_runs: retraining runs, by decision (``promoted``, ``rejected``, ``failed``).
         retrain_last_run: Unix time the last retraining run ended.
         retrain_gold_macro_f1: gold-set macro-F1 of the last run's champion and challenger.
+        confidence: prediction confidence by model role (``champion``, ``shadow``) and source.
+        shadow_scored: posts the shadow model scored, by source and agreement with the champion.
+        shadow_failures: shadow-model failures, by stage (``SHADOW_STAGES``).
+        shadow_inference_latency: seconds of shadow-model inference per batch.
+        shadow_info: the shadow model version (empty when none runs).
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -236,9 +245,46 @@ class Metrics:
             **kw,
         )
 
+        self.confidence = Histogram(
+            "finpulse_scorer_confidence_ratio",
+            "Prediction confidence (top class probability), by model role and source.",
+            ["role", "source"],
+            buckets=CONFIDENCE_BUCKETS,
+            **kw,
+        )
+        self.shadow_scored = Counter(
+            "finpulse_scorer_shadow_scored_total",
+            "Posts the shadow model scored beside the champion, by source and whether both "
+            "chose the same label (agree: true, false).",
+            ["source", "agree"],
+            **kw,
+        )
+        self.shadow_failures = Counter(
+            "finpulse_scorer_shadow_failures_total",
+            "Shadow-model failures, by stage (load, score, store); the live path goes on.",
+            ["stage"],
+            **kw,
+        )
+        for stage in SHADOW_STAGES:
+            self.shadow_failures.labels(stage=stage)
+        self.shadow_inference_latency = Histogram(
+            "finpulse_scorer_shadow_inference_latency_seconds",
+            "Shadow-model inference time per batch (added to the batch's time).",
+            buckets=LATENCY_BUCKETS,
+            **kw,
+        )
+        self.shadow_info = Info(
+            "finpulse_scorer_shadow_model", "The shadow model version (empty: none).", **kw
+        )
+        self.shadow_info.info({"version": ""})
+
     def set_model(self, version: str, *, base: str = "", method: str = "") -> None:
         """Publish the model version being served (one series, replaced on hot reload)."""
         self.model_info.info({"version": version, "base": base, "method": method})
+
+    def set_shadow(self, version: str | None) -> None:
+        """Publish the shadow model version (None: no shadow model runs)."""
+        self.shadow_info.info({"version": version or ""})
 
 
 class MetricsServer:

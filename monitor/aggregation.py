@@ -2,8 +2,9 @@
 
 A window is ``[start, start + size)`` aligned to the Unix epoch in UTC, on the posts'
 ``published_at`` (event time), never the wall clock: a replayed stream from last year
-lands in last year's windows. A post about several tickers counts once for each. A
-post scored by several model versions counts once, with its most recent score (latest
+lands in last year's windows. A post about several tickers counts once for each. Only live
+scores count (``scores.role``: shadow and rescored scores never reach an aggregate). A
+post scored live by several model versions counts once, with its most recent score (latest
 ``scored_at``, ties broken by the larger ``model_version``). ``n_unique`` counts distinct
 stories: ``COUNT(DISTINCT COALESCE(posts.cluster_id, posts.id))``.
 
@@ -36,18 +37,18 @@ from finpulse.errors import ConfigError
 from finpulse.schemas import WINDOW_SECONDS
 from finpulse.storage import Storage, utcnow
 from finpulse.storage import tables as t
+from finpulse.storage.buckets import epoch_bucket, window_start
+
+__all__ = [
+    "Refreshed", "aggregate", "aggregate_new", "check_windows", "claim_dirty", "count_dirty",
+    "oldest_dirty", "refresh_dirty", "window_start",
+]
 
 logger = logging.getLogger(__name__)
 
 # OR-ed (ticker, time range) conditions per query: keeps statements a sensible size.
 _RANGES_PER_QUERY = 100
 MINUTE = 60
-
-
-def window_start(ts: datetime, seconds: int) -> datetime:
-    """The start of the epoch-aligned window of ``seconds`` that contains ``ts`` (UTC)."""
-    epoch = math.floor(ts.timestamp())
-    return datetime.fromtimestamp(epoch - epoch % seconds, tz=timezone.utc)
 
 
 @dataclass
@@ -82,19 +83,8 @@ def check_windows(windows: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(windows))
 
 
-def _bucket(dialect: str, column: Any, seconds: int) -> Any:
-    """SQL for the epoch second of the window of ``seconds`` holding ``column``."""
-    if dialect == "postgresql":
-        epoch = sa.func.floor(sa.extract("epoch", column) / seconds)
-        return sa.cast(epoch, sa.BigInteger) * seconds
-    # SQLite stores naive UTC text; strftime('%s') is its epoch second. Floor division
-    # written out so times before 1970 land in the right bucket too.
-    epoch = sa.cast(sa.func.strftime("%s", column), sa.Integer)
-    return epoch - ((epoch % seconds) + seconds) % seconds
-
-
 def _sums_query(dialect: str, seconds: int, where: Any | None) -> Any:
-    """Per (ticker, bucket) sums over the latest score of each post."""
+    """Per (ticker, bucket) sums over the latest live score of each post."""
     pt, s, p = t.post_tickers, t.scores, t.posts
     rank = sa.func.row_number().over(
         partition_by=(pt.c.ticker, pt.c.post_id),
@@ -103,11 +93,11 @@ def _sums_query(dialect: str, seconds: int, where: Any | None) -> Any:
     inner = sa.select(
         pt.c.ticker, pt.c.post_id, pt.c.published_at, s.c.score, s.c.label, s.c.confidence,
         rank.label("rn"),
-    ).join(s, s.c.post_id == pt.c.post_id)
+    ).join(s, sa.and_(s.c.post_id == pt.c.post_id, s.c.role == t.LIVE))
     if where is not None:
         inner = inner.where(where)
     latest = inner.subquery("latest")
-    bucket = _bucket(dialect, latest.c.published_at, seconds).label("bucket")
+    bucket = epoch_bucket(dialect, latest.c.published_at, seconds).label("bucket")
     negative = sa.case((latest.c.label == "negative", 1), else_=0)
     return (
         sa.select(

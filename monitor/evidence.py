@@ -58,7 +58,7 @@ def window_posts(
         sa.select(p.c.id, p.c.title, p.c.text, p.c.url, cluster_key().label("story"),
                   s.c.score, s.c.scored_at, s.c.model_version)
         .join(pt, pt.c.post_id == p.c.id)
-        .join(s, s.c.post_id == p.c.id)
+        .join(s, sa.and_(s.c.post_id == p.c.id, s.c.role == t.LIVE))
         .where(pt.c.ticker == ticker, pt.c.published_at >= start, pt.c.published_at < end)
     )
     latest: dict[str, tuple[Any, Evidence]] = {}

@@ -156,7 +156,7 @@ class _HealthRun:
         query = (
             sa.select(p.c.id, p.c.published_at, s.c.label, s.c.confidence, s.c.score,
                       s.c.scored_at, s.c.model_version)
-            .join(s, s.c.post_id == p.c.id)
+            .join(s, sa.and_(s.c.post_id == p.c.id, s.c.role == t.LIVE))
             .where(p.c.source == source, p.c.published_at < until)
         )
         if since is not None:

@@ -88,7 +88,7 @@ class _RiskRun:
                 s.c.model_version, s.c.stored_at,
             )
             .join(pt, pt.c.post_id == p.c.id)
-            .join(s, s.c.post_id == p.c.id)
+            .join(s, sa.and_(s.c.post_id == p.c.id, s.c.role == t.LIVE))
             .where(prefilter, s.c.stored_at <= until)
         )
         if since is not None:
@@ -137,7 +137,7 @@ class _RiskRun:
         rows = self.conn.execute(
             sa.select(p.c.id, p.c.title, p.c.text, p.c.published_at, s_.c.label,
                       s_.c.confidence, s_.c.scored_at, s_.c.model_version)
-            .join(s_, s_.c.post_id == p.c.id)
+            .join(s_, sa.and_(s_.c.post_id == p.c.id, s_.c.role == t.LIVE))
             .where(p.c.id.in_(ids))
         ).mappings()
         latest: dict[str, Any] = {}
@@ -203,7 +203,9 @@ class _RiskRun:
     def run(self) -> list[str]:
         rule = self.rule
         since = read_cursor(self.conn, rule.name)
-        newest = self.conn.execute(sa.select(sa.func.max(t.scores.c.stored_at))).scalar()
+        newest = self.conn.execute(
+            sa.select(sa.func.max(t.scores.c.stored_at)).where(t.scores.c.role == t.LIVE)
+        ).scalar()
         if newest is None:
             return []
         rows = self._candidates(since, newest)

@@ -19,6 +19,7 @@ from finpulse import __version__
 from finpulse.api import models as m
 from finpulse.api.admin import build_admin_router
 from finpulse.api.routes import build_router
+from finpulse.api.versions import build_models_router
 from finpulse.errors import StorageError
 from finpulse.metrics import Metrics
 from finpulse.settings import Settings
@@ -99,6 +100,7 @@ def create_app(storage: Storage, settings: Settings, metrics: Metrics | None = N
 
     app.include_router(build_router(settings.api))
     app.include_router(build_admin_router(settings.api))
+    app.include_router(build_models_router())
     if metrics is not None:
         app.add_middleware(RequestMetrics, metrics=metrics)
     return app

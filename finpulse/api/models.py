@@ -51,6 +51,8 @@ class PostOut(_Out):
     confidence: float
     probabilities: dict[str, float]
     model_version: str
+    role: Literal["live", "shadow", "rescore"] = Field(
+        description="live: what alerts used; shadow, rescore: another version's view")
     scored_at: datetime
 
 
@@ -128,6 +130,29 @@ class FeedbackOut(_Out):
     author: str
     comment: str | None
     created_at: datetime
+
+
+class ModelSide(_Out):
+    mean_confidence: float
+    labels: dict[str, float] = Field(description="Each label's share of the posts.")
+
+
+class ShadowSource(_Out):
+    version: str = Field(description="The shadow model version.")
+    source: str
+    n: int = Field(description="Posts scored by both.")
+    agreement: float = Field(description="Share of posts where both chose the same label.")
+    live_versions: list[str] = Field(description="The live (champion) versions compared with.")
+    live: ModelSide
+    shadow: ModelSide
+
+
+class ShadowReport(_Out):
+    champion: str | None
+    shadow: str | None = Field(description="The version the scorers run in shadow now.")
+    since: datetime | None
+    until: datetime | None
+    items: list[ShadowSource]
 
 
 class SentimentPage(_Out):

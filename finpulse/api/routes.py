@@ -19,7 +19,7 @@ from finpulse.api import models as m
 from finpulse.api.auth import require
 from finpulse.api.params import NAME_PATTERN, TICKER_PATTERN, clean_text, parse_time
 from finpulse.settings import ApiSettings
-from finpulse.storage import Storage, history
+from finpulse.storage import Storage, history, versions
 from finpulse.storage.feedback import UnknownPost, add_feedback
 from finpulse.storage.keys import ApiKey
 
@@ -34,6 +34,13 @@ TimeQ = Annotated[
 ]
 CursorQ = Annotated[str | None, Query(max_length=1000, description="next_cursor of the previous page")]
 TextQ = Annotated[str | None, Query(min_length=1, max_length=200), AfterValidator(clean_text)]
+ModelQ = Annotated[
+    str | None,
+    Query(min_length=1, max_length=200,
+          description="a model version: read its scores (shadow and rescored ones too) "
+                      "instead of the live ones"),
+    AfterValidator(clean_text),
+]
 
 
 def invalid(where: str, name: str, message: str) -> HTTPException:
@@ -63,6 +70,13 @@ def storage_of(request: Request) -> Storage:
     return request.app.state.storage  # type: ignore[no-any-return]
 
 
+def model_param(storage: Storage, model: str | None) -> str | None:
+    """A ``model`` parameter naming a known version; a 422 naming it otherwise."""
+    if model is not None and not versions.known_version(storage, model):
+        raise invalid("query", "model", f"unknown model version {model!r}")
+    return model
+
+
 def build_router(cfg: ApiSettings) -> APIRouter:
     """The ``/v1`` read routes, acknowledgement and feedback, with ``cfg``'s list limits."""
     router = APIRouter(prefix="/v1")
@@ -79,12 +93,18 @@ def build_router(cfg: ApiSettings) -> APIRouter:
         until: TimeQ = None,
         limit: LimitQ = default,
         cursor: CursorQ = None,
+        model: ModelQ = None,
         key: ApiKey = reader,
     ) -> Any:
-        """A ticker's sentiment series: window aggregates, oldest first."""
+        """A ticker's sentiment series: window aggregates, oldest first.
+
+        ``model``: computed from that version's scores instead of the live aggregates.
+        """
         start, end = time_param(since, "since"), time_param(until, "until")
+        version = model_param(storage_of(request), model)
         return paged(lambda: history.sentiment_series(
-            storage_of(request), ticker, window, since=start, until=end, limit=limit, cursor=cursor))
+            storage_of(request), ticker, window, since=start, until=end, limit=limit, cursor=cursor,
+            model=version))
 
     @router.get("/posts", response_model=m.PostPage, tags=["history"])
     def posts(
@@ -97,13 +117,18 @@ def build_router(cfg: ApiSettings) -> APIRouter:
         q: TextQ = None,
         limit: LimitQ = default,
         cursor: CursorQ = None,
+        model: ModelQ = None,
         key: ApiKey = reader,
     ) -> Any:
-        """Scored posts, newest first; ``q`` searches title and text."""
+        """Scored posts, newest first; ``q`` searches title and text.
+
+        ``model``: that version's scores (``label`` filters them) instead of the live ones.
+        """
         start, end = time_param(since, "since"), time_param(until, "until")
+        version = model_param(storage_of(request), model)
         return paged(lambda: history.search_posts(
             storage_of(request), ticker=ticker, source=source, label=label, since=start,
-            until=end, q=q, limit=limit, cursor=cursor))
+            until=end, q=q, limit=limit, cursor=cursor, model=version))
 
     @router.get("/alerts", response_model=m.AlertPage, tags=["alerts"])
     def alerts(

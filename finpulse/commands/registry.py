@@ -1,4 +1,4 @@
-"""``finpulse registry``: list, register, promote and roll back model versions."""
+"""``finpulse registry``: list, register, promote and roll back model versions; pick the shadow."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from finpulse.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("registry", help="model versions: list, add, promote, rollback")
+    parser = sub.add_parser("registry", help="model versions: list, add, promote, rollback, shadow")
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
     listing = actions.add_parser("list", help="all model versions, newest first")
@@ -21,6 +21,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     promote = actions.add_parser("promote", help="make a version the champion")
     promote.add_argument("version")
     actions.add_parser("rollback", help="re-instate the previous champion")
+    shadow = actions.add_parser(
+        "shadow", help="run a version in shadow beside the champion (--off: stop)",
+        description="Scorers load the shadow version beside the champion at their next check, "
+                    "score the live stream with it and store its scores apart: alerts never "
+                    "see them. Compare with `finpulse query shadow`.")
+    which = shadow.add_mutually_exclusive_group(required=True)
+    which.add_argument("version", nargs="?", help="a registered version, not the champion")
+    which.add_argument("--off", action="store_true", help="stop running a shadow model")
     parser.set_defaults(func=run)
 
 
@@ -41,7 +49,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 metrics = v.metrics or {}
                 f1 = metrics.get("test_macro_f1", metrics.get("macro_f1"))
                 f1_text = f"{f1:.3f}" if isinstance(f1, (int, float)) else "-"
-                print(f"{v.status:10} {v.version:40} {v.method:5} test macro-F1 {f1_text}  {v.artifact_path}")
+                status = f"{v.status}+shadow" if v.shadow else v.status
+                print(f"{status:17} {v.version:40} {v.method:5} test macro-F1 {f1_text}  {v.artifact_path}")
             if not versions and not args.json:
                 print("no model versions registered (finpulse registry add DIR)")
         elif args.action == "add":
@@ -58,6 +67,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             if args.promote:
                 registry.promote(manifest["version"])
                 print(f"promoted {manifest['version']} to champion")
+        elif args.action == "shadow":
+            previous = registry.set_shadow(None if args.off else args.version)
+            if args.off:
+                print(f"no shadow model (was: {previous or 'none'}); scorers drop it at their next check")
+            else:
+                print(f"{args.version} runs in shadow (was: {previous or 'none'}); scorers load "
+                      "it at their next check")
         elif args.action == "promote":
             registry.promote(args.version)
             print(f"promoted {args.version} to champion; scorers switch at their next check")

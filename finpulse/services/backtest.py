@@ -83,13 +83,13 @@ def default_warmup(rules: RuleSet) -> timedelta:
 
 
 def _copy(source: Storage, target: Storage, start: datetime, until: datetime) -> tuple[int, int]:
-    """Copy posts, their tickers and scores published in ``[start, until)``."""
+    """Copy posts, their tickers and live scores published in ``[start, until)``."""
     p, pt, s = t.posts, t.post_tickers, t.scores
     queries = (
         (p, sa.select(p).where(p.c.published_at >= start, p.c.published_at < until)),
         (pt, sa.select(pt).where(pt.c.published_at >= start, pt.c.published_at < until)),
         (s, sa.select(s).join(p, p.c.id == s.c.post_id)
-            .where(p.c.published_at >= start, p.c.published_at < until)),
+            .where(p.c.published_at >= start, p.c.published_at < until, s.c.role == t.LIVE)),
     )
     counts = {}
     with source.begin() as read, target.begin() as write:

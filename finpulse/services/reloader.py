@@ -1,4 +1,5 @@
-"""Which model the scorer runs: the configured one, else the registry's champion, hot-reloaded."""
+"""Which models the scorer runs: the configured one, else the registry's champion, hot-reloaded;
+and the registry's shadow version beside it, if one is flagged."""
 
 from __future__ import annotations
 
@@ -66,6 +67,7 @@ class ModelReloader:
         self._registry = registry
         self._interval_s = interval_s
         self._next_check = 0.0
+        self._next_shadow_check = 0.0
         self._failed: set[str] = set()
 
     def initial(self) -> SentimentEngine:
@@ -110,4 +112,40 @@ class ModelReloader:
                          champion.version, current.version, exc)
             return current
         logger.info("switched model %s -> %s", current.version, engine.version)
+        return engine
+
+    def maybe_reload_shadow(
+        self, current: SentimentEngine | None, champion: str, *, force: bool = False
+    ) -> SentimentEngine | None:
+        """The shadow engine to run beside the champion: ``current``, a newly loaded one, or None.
+
+        None when the registry flags no shadow version, or flags the version the champion
+        runs (it would only score every post twice), or one that failed to load before.
+
+        Args:
+            current: the shadow engine running now, if any.
+            champion: the version the scorer runs live.
+            force: check now, whatever the interval.
+
+        Raises:
+            StorageError: the registry could not be read.
+            ModelError: the newly flagged version failed to load (it is not tried again).
+        """
+        now = time.monotonic()
+        if not force and now < self._next_shadow_check:
+            return current
+        shadow = self._registry.shadow()
+        self._next_shadow_check = now + self._interval_s
+        if shadow is None or shadow.version == champion or shadow.version in self._failed:
+            if current is not None:
+                logger.info("stopped shadow model %s", current.version)
+            return None
+        if current is not None and current.version == shadow.version:
+            return current
+        try:
+            engine = load_engine(self._settings, shadow.artifact_path)
+        except ModelError:
+            self._failed.add(shadow.version)
+            raise
+        logger.info("shadow model %s -> %s", current.version if current else None, engine.version)
         return engine

@@ -12,6 +12,8 @@ Delivery is at-least-once from Kafka and effectively-once in the database. One c
 6. commit the batch's offsets.
 
 A crash anywhere before 6 replays the batch; the database ignores what it already holds.
+Between 3 and 4 a shadow model, if the registry flags one, scores the batch too; its scores
+are stored in step 4's transaction, apart from the live ones (``finpulse.services.shadow``).
 
 Faults follow the one policy of ``finpulse.services.policy``:
 
@@ -48,6 +50,7 @@ from finpulse.services.reloader import (
     model_input,
     register_model,
 )
+from finpulse.services.shadow import ShadowMode
 from finpulse.services.validation import as_dead_letter, run_bisecting, split_conflicts
 from finpulse.settings import Settings
 from finpulse.storage import Storage
@@ -118,6 +121,7 @@ class ScorerService:
         consumer: PostConsumer | None = None,
         producer: PostProducer | None = None,
         reloader: ModelReloader | None = None,
+        shadow: SentimentEngine | None = None,
     ) -> None:
         cfg = settings.scorer
         self.settings = settings
@@ -138,6 +142,7 @@ class ScorerService:
         self.dedup = NearDuplicateIndex()
         self.dedup.seed(storage.scores(limit=20_000))
         self._use(engine)
+        self.shadow = ShadowMode(metrics, shadow)
 
     # -- test hook -------------------------------------------------------------------------
 
@@ -164,9 +169,10 @@ class ScorerService:
         pairs, failed = self._score(posts)
         inference_s = time.perf_counter() - started
         pairs = self._cluster(pairs)
+        shadow = self.shadow.score(pairs, self.engine.version)
         refused += failed
         started = time.perf_counter()
-        new_rows, stored, failed = self._store(pairs)
+        new_rows, stored, failed = self._store(pairs, shadow)
         self.metrics.db_write_latency.observe(time.perf_counter() - started)
         refused += failed
         if refused:
@@ -217,13 +223,18 @@ class ScorerService:
         ]
 
     def _store(
-        self, pairs: Sequence[tuple[ConsumedPost, ScoredPost]]
+        self,
+        pairs: Sequence[tuple[ConsumedPost, ScoredPost]],
+        shadow: dict[str, ScoredPost],
     ) -> tuple[int, list[tuple[ConsumedPost, ScoredPost]], Refused]:
-        """Store the scored posts; rows the database refuses are isolated (``db_refused``)."""
+        """Store the scored posts with their shadow scores; rows the database refuses are
+        isolated (``db_refused``)."""
 
         def save(items: Sequence[tuple[ConsumedPost, ScoredPost]]) -> int:
             return self.storage.save_scored(
-                [post for _, post in items], progress=partition_progress(items)
+                [post for _, post in items], progress=partition_progress(items),
+                shadow=[shadow[post.id] for _, post in items if post.id in shadow],
+                on_shadow_error=lambda exc: self.shadow.failed("store", exc),
             )
 
         def attempt() -> tuple[list[int], list[tuple[tuple[ConsumedPost, ScoredPost], BaseException]]]:
@@ -370,6 +381,7 @@ class ScorerService:
                     engine = self._guard("reload", self._reload_check)
                     if engine is not self.engine:
                         self._use(engine)
+                    self.shadow.follow(self.reloader, self.engine.version)
                 batch = self._guard(
                     "poll", lambda: self.consumer.poll_batch(cfg.max_batch_size, cfg.max_wait_ms)
                 )

@@ -12,7 +12,7 @@ driver's first line, never the SQL statement).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -184,6 +184,8 @@ class Storage:
         posts: Sequence[ScoredPost],
         *,
         progress: Mapping[tuple[str, int], datetime] | None = None,
+        shadow: Sequence[ScoredPost] = (),
+        on_shadow_error: Callable[[Exception], None] | None = None,
     ) -> int:
         """Store scored posts in one transaction; a post or score already stored is skipped.
 
@@ -201,6 +203,11 @@ class Storage:
             progress: the newest ``published_at`` per (topic, partition) in this batch;
                 stored capped at the current time, so a post dated in the future cannot
                 move the watermark past the present.
+            shadow: the shadow model's scores of (some of) these posts, stored in the same
+                transaction as ``role = 'shadow'`` and never marked dirty (see
+                ``finpulse.storage.versions.save_shadow``); the database refusing them
+                loses only them (a savepoint), never the live scores.
+            on_shadow_error: called with the error when the shadow scores were refused.
 
         Returns:
             The number of new score rows (0 when the whole batch was already stored).
@@ -278,6 +285,10 @@ class Storage:
                 _mark_dirty(self, conn, new_post_ids, post_rows, now)
             if progress:
                 _record_progress(self, conn, progress, now)
+            if shadow:
+                from finpulse.storage.versions import save_shadow
+
+                save_shadow(self, conn, shadow, skip=others, on_error=on_shadow_error)
         logger.debug("stored %d scored posts: %d new scores", len(posts), new_scores)
         return new_scores
 
@@ -300,7 +311,10 @@ class Storage:
         until: datetime | None = None,
         limit: int = 1000,
     ) -> list[ScoredPost]:
-        """Scored posts, newest published first; one record per (post, model version).
+        """Live-scored posts, newest published first; one record per (post, model version).
+
+        Shadow and rescored scores (``scores.role``) are not listed here; see
+        ``finpulse.storage.history.search_posts(model=...)``.
 
         Args:
             ticker: only posts about this ticker.
@@ -312,7 +326,7 @@ class Storage:
             StorageError: the query failed.
         """
         p, s = t.posts, t.scores
-        query = sa.select(p, s).join(s, s.c.post_id == p.c.id)
+        query = sa.select(p, s).join(s, sa.and_(s.c.post_id == p.c.id, s.c.role == t.LIVE))
         if ticker is not None:
             pt = t.post_tickers
             query = query.join(pt, pt.c.post_id == p.c.id).where(pt.c.ticker == ticker.upper())

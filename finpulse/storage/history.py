@@ -1,7 +1,9 @@
 """The history risk teams query (API and CLI): sentiment series, posts, alerts, acknowledgement.
 
 Every list is a page in a fixed order with a cursor (``finpulse.storage.pages``), every
-filter a bound parameter. Post text search uses PostgreSQL's full-text search
+filter a bound parameter. By default posts come with their live scores and the sentiment
+series is the live aggregates; ``model=VERSION`` reads that version's scores instead (shadow
+and rescored ones included, ``finpulse.storage.versions``). Post text search uses PostgreSQL's full-text search
 (``websearch_to_tsquery`` over title and text, English configuration); SQLite, which has
 no built-in equivalent on ordinary tables, matches every word case-insensitively as a
 substring instead.
@@ -31,12 +33,22 @@ def sentiment_series(
     until: datetime | None = None,
     limit: int = 100,
     cursor: str | None = None,
+    model: str | None = None,
 ) -> Page[dict[str, Any]]:
     """A ticker's window aggregates of one size, oldest window first.
+
+    Args:
+        model: compute the series from this model version's scores
+            (``finpulse.storage.versions.version_series``); None: the live aggregates.
 
     Raises:
         ValueError: the cursor is not one this list produced.
     """
+    if model is not None:
+        from finpulse.storage.versions import version_series
+
+        return version_series(storage, ticker, window, model, since=since, until=until,
+                              limit=limit, cursor=cursor)
     a = t.aggregates
     query = sa.select(a).where(a.c.ticker == ticker.upper(), a.c.window_size == window)
     if since is not None:
@@ -96,14 +108,20 @@ def search_posts(
     q: str | None = None,
     limit: int = 100,
     cursor: str | None = None,
+    model: str | None = None,
 ) -> Page[dict[str, Any]]:
     """Posts with their scores, newest first: one item per (post, model version).
+
+    Args:
+        model: the scores of this model version, whatever their role (a post it never
+            scored is not listed); None: the live scores.
 
     Raises:
         ValueError: the cursor is not one this list produced.
     """
     p, s = t.posts, t.scores
-    query = sa.select(p, s).join(s, s.c.post_id == p.c.id)
+    which = s.c.role == t.LIVE if model is None else s.c.model_version == model
+    query = sa.select(p, s).join(s, sa.and_(s.c.post_id == p.c.id, which))
     if ticker is not None:
         pt = t.post_tickers
         query = query.where(
@@ -148,6 +166,7 @@ def search_posts(
                     "positive": r["p_positive"],
                 },
                 "model_version": r["model_version"],
+                "role": r["role"],
                 "scored_at": r["scored_at"],
             }
             for r in kept

@@ -4,6 +4,10 @@ At most one version is the ``champion`` (the scorers load it); newly trained ver
 are ``challenger``s until promoted; a champion that is replaced becomes ``retired``.
 ``rollback`` re-instates the most recently superseded champion, and the version rolled
 back from is marked so a second rollback steps further back instead of toggling.
+
+At most one version other than the champion is flagged ``shadow``: the scorers run it beside
+the champion on the live stream and store its scores apart (``scores.role = 'shadow'``), so a
+promotion can be judged on live data first. Promoting the shadow version clears its flag.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class ModelVersion:
     promoted_at: datetime | None = None
     retired_at: datetime | None = None
     retired_reason: str | None = None
+    shadow: bool = False
 
 
 def _record(row: Any) -> ModelVersion:
@@ -55,6 +60,7 @@ def _record(row: Any) -> ModelVersion:
         promoted_at=row["promoted_at"],
         retired_at=row["retired_at"],
         retired_reason=row["retired_reason"],
+        shadow=bool(row["shadow"]),
     )
 
 
@@ -146,6 +152,39 @@ class ModelRegistry:
             row = conn.execute(sa.select(mv).where(mv.c.status == "champion")).mappings().first()
             return _record(row) if row is not None else None
 
+    def shadow(self) -> ModelVersion | None:
+        """The version the scorers run in shadow beside the champion, if any."""
+        mv = t.model_versions
+        with self.storage.begin() as conn:
+            row = conn.execute(sa.select(mv).where(mv.c.shadow.is_(True))).mappings().first()
+            return _record(row) if row is not None else None
+
+    def set_shadow(self, version: str | None) -> str | None:
+        """Run ``version`` in shadow (replacing any other), or stop shadowing (None).
+
+        Returns:
+            The version that was in shadow before, if any.
+
+        Raises:
+            ConfigError: unknown version, or it is the champion (it already scores live).
+            StorageError: the database refused.
+        """
+        mv = t.model_versions
+        with self.storage.begin() as conn:
+            if version is not None:
+                row = self._row(conn, version)
+                if row["status"] == "champion":
+                    raise ConfigError(f"{version} is the champion: it already scores the "
+                                      "stream live", field="version")
+            previous = conn.execute(
+                sa.select(mv.c.version).where(mv.c.shadow.is_(True)).with_for_update()
+            ).scalar_one_or_none()
+            conn.execute(sa.update(mv).where(mv.c.shadow.is_(True)).values(shadow=False))
+            if version is not None:
+                self._set(conn, version, shadow=True)
+        logger.info("shadow model: %s -> %s", previous, version)
+        return previous
+
     def _row(self, conn: sa.Connection, version: str) -> Any:
         mv = t.model_versions
         row = conn.execute(sa.select(mv).where(mv.c.version == version)).mappings().first()
@@ -186,6 +225,7 @@ class ModelRegistry:
                 promoted_at=now,
                 retired_at=None,
                 retired_reason=None,
+                shadow=False,
             )
         logger.info("promoted model version %s (was champion: %s)", version, previous)
 
@@ -222,6 +262,7 @@ class ModelRegistry:
                 promoted_at=now,
                 retired_at=None,
                 retired_reason=None,
+                shadow=False,
             )
             row = self._row(conn, target)
         logger.info("rolled back model champion %s -> %s", previous, target)

@@ -27,6 +27,13 @@ NAMING_CONVENTION = {
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
+# What a score is for (``scores.role``). Only ``live`` scores are what the pipeline knew when it
+# scored the stream: every live reader (aggregates, dirty markers, alerts, risk events, model
+# health, evidence, the history's default view) reads them alone. ``shadow``: a challenger
+# scoring the stream beside the champion; ``rescore``: ``finpulse rescore`` re-scoring history.
+LIVE = "live"
+SCORE_ROLES = (LIVE, "shadow", "rescore")
+
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
     """A timezone-aware datetime stored as UTC.
@@ -384,4 +391,18 @@ retrain_runs = sa.Table(
     sa.Column("feedback", sa.JSON, nullable=False),
     sa.Column("seconds", sa.Float),
     sa.CheckConstraint("decision IN ('promoted', 'rejected', 'failed')", name="decision"),
+)
+
+# ---- shadow scoring and rescoring (migration 0007) --------------------------------------------
+
+# A score's role (``SCORE_ROLES``); rows written before 0007 and by ``save_scored`` are live.
+scores.append_column(
+    sa.Column("role", sa.String(8), nullable=False, server_default=sa.text(f"'{LIVE}'"))
+)
+scores.append_constraint(
+    sa.CheckConstraint("role IN ('live', 'shadow', 'rescore')", name="role")
+)
+# The version the scorers run in shadow beside the champion (at most one is flagged).
+model_versions.append_column(
+    sa.Column("shadow", sa.Boolean, nullable=False, server_default=sa.false())
 )

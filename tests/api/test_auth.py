@@ -12,6 +12,7 @@ ROLES = {
     ("GET", "/v1/posts"): "reader",
     ("GET", "/v1/alerts"): "reader",
     ("GET", "/v1/deliveries"): "reader",
+    ("GET", "/v1/models/shadow"): "reader",
     ("POST", "/v1/alerts/{alert_id}/ack"): "analyst",
     ("POST", "/v1/feedback"): "analyst",
     ("GET", "/v1/subscriptions"): "admin",

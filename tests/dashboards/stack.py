@@ -73,6 +73,12 @@ ONLY_A_COMPLETED_RETRAIN: frozenset[str] = frozenset({"finpulse_retrain_gold_mac
 # series; injecting one costs a private PostgreSQL or broker restart here, and
 # tests/e2e/test_faults.py does exactly that. Its panel query ends in ``or vector(0)``.
 ONLY_AFTER_A_TRANSIENT_FAULT: frozenset[str] = frozenset({"finpulse_scorer_retries_total"})
+# Only a scorer running a shadow model (`finpulse registry shadow VERSION`) sets these; the
+# stack runs none (a second model per batch), tests/services/test_shadow.py checks them.
+ONLY_WITH_A_SHADOW_MODEL: frozenset[str] = frozenset({
+    "finpulse_scorer_shadow_scored_total", "finpulse_scorer_shadow_inference_latency_seconds",
+    "finpulse_scorer_shadow_model_info",
+})
 
 
 @dataclass

@@ -8,9 +8,10 @@ resolve), late posts and malformed messages. Prometheus scrapes every service ea
 Then every Prometheus panel query goes through Prometheus's HTTP API over the run's time
 range, and every SQL panel query (annotations and the ticker variable included) runs on
 PostgreSQL with the dashboard's variables and Grafana's macros substituted. A query that
-returns nothing, or names a metric or column that does not exist, fails. Two exceptions,
+returns nothing, or names a metric or column that does not exist, fails. Three exceptions,
 each a real metric (checked): ``ONLY_A_COMPLETED_RETRAIN`` (set only by a retraining run
-that completes; its query is skipped) and ``ONLY_AFTER_A_TRANSIENT_FAULT`` (the scorer's
+that completes) and ``ONLY_WITH_A_SHADOW_MODEL`` (set only by a scorer running a shadow
+model), whose queries are skipped, and ``ONLY_AFTER_A_TRANSIENT_FAULT`` (the scorer's
 retries; its query must fall back to ``or vector(0)``, and that 0 is what it returns).
 
 What each query returned is written to ``artifacts/panels.json`` (git-ignored).
@@ -36,6 +37,7 @@ from tests.dashboards.queries import dashboards, exported_metrics, metric_names,
 from tests.dashboards.stack import (
     ONLY_A_COMPLETED_RETRAIN,
     ONLY_AFTER_A_TRANSIENT_FAULT,
+    ONLY_WITH_A_SHADOW_MODEL,
     Stack,
     running_stack,
 )
@@ -106,7 +108,8 @@ def test_the_services_were_used(stack: Stack):
 
 
 def test_metrics_no_service_here_produces_are_real():
-    assert ONLY_A_COMPLETED_RETRAIN | ONLY_AFTER_A_TRANSIENT_FAULT <= exported_metrics()
+    assert (ONLY_A_COMPLETED_RETRAIN | ONLY_AFTER_A_TRANSIENT_FAULT | ONLY_WITH_A_SHADOW_MODEL
+            <= exported_metrics())
 
 
 def grafana_promql(expr: str, stack: Stack) -> str:
@@ -128,6 +131,9 @@ def test_prometheus_panel_returns_data(stack: Stack, panel: dict[str, Any], targ
     if names and names <= ONLY_A_COMPLETED_RETRAIN:
         RESULTS[f"prometheus: {panel['title']} / {target['refId']}"] = "skipped: only a completed retraining run"
         pytest.skip(f"{sorted(names)}: set only by a completed retraining run (tests/services/test_retrain.py)")
+    if names and names <= ONLY_WITH_A_SHADOW_MODEL:
+        RESULTS[f"prometheus: {panel['title']} / {target['refId']}"] = "skipped: only with a shadow model"
+        pytest.skip(f"{sorted(names)}: set only by a scorer running a shadow model (tests/services/test_shadow.py)")
     prom = stack.prometheus
     known = set(prom.api("label/__name__/values"))
     for name in names:

@@ -31,3 +31,33 @@ def test_every_table_and_time_index_exists(storage: Storage) -> None:
         "window_size",
         "window_start",
     ]
+
+
+def test_0007_marks_existing_scores_live_and_downgrades_to_live_only(storage: Storage) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from finpulse.storage.database import MIGRATIONS_DIR
+    from finpulse.storage.versions import save_rescored, versions_of_scores
+    from tests.records import T0, scored
+
+    def migrate_to(revision: str) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        with storage.begin() as conn:
+            config.attributes["connection"] = conn
+            if revision == "head":
+                command.upgrade(config, revision)
+            else:
+                command.downgrade(config, revision)
+
+    posts = [scored(f"p{i}", T0, ("ACME",), 0.1 * i) for i in range(3)]
+    storage.save_scored(posts)
+    save_rescored(storage, [p.model_copy(update={"model_version": "v2"}) for p in posts])
+    migrate_to("0006")
+    assert storage.revision() == "0006"
+    assert "role" not in {c["name"] for c in sa.inspect(storage.engine).get_columns("scores")}
+    assert storage.count_scores() == 3  # only live scores existed before 0007
+    migrate_to("head")
+    assert storage.revision() == "0007"
+    assert versions_of_scores(storage) == {"v1": {"live": 3}}
