@@ -106,11 +106,8 @@ def drain_rate(db: sa.Engine, prefix: str, n: int, timeout_s: float) -> tuple[fl
     return 0.0, count
 
 
-def run_one(base: Settings, bootstrap: str, url: str, texts: Sequence[str], k: int,
-            partitions: int, timeout_s: float) -> dict[str, Any]:
-    kafka = base.kafka.model_copy(update={"topic_partitions": partitions})
-    settings = fresh_kafka(base.model_copy(update={"kafka": kafka}), bootstrap)
-    tag = f"k{k}-{uuid.uuid4().hex[:6]}-"
+def scorer_env(settings: Settings, bootstrap: str, url: str) -> dict[str, str]:
+    """The environment of a scorer process: this run's database, broker, topics and group."""
     env = dict(os.environ)
     env.update({
         "FINPULSE_DATABASE_URL": url,
@@ -124,6 +121,15 @@ def run_one(base: Settings, bootstrap: str, url: str, texts: Sequence[str], k: i
         "FINPULSE_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
         "FINPULSE_METRICS__PORT": "0",
     })
+    return env
+
+
+def run_one(base: Settings, bootstrap: str, url: str, texts: Sequence[str], k: int,
+            partitions: int, timeout_s: float) -> dict[str, Any]:
+    kafka = base.kafka.model_copy(update={"topic_partitions": partitions})
+    settings = fresh_kafka(base.model_copy(update={"kafka": kafka}), bootstrap)
+    tag = f"k{k}-{uuid.uuid4().hex[:6]}-"
+    env = scorer_env(settings, bootstrap, url)
     scorers = start_scorers(k, env, timeout_s)
     try:
         publisher = threading.Thread(target=publish, args=(settings, make_posts(texts, tag)))
