@@ -34,12 +34,8 @@ from finpulse.services.scorer import model_input
 from finpulse.settings import Settings
 from finpulse.storage import Storage
 from finpulse.storage.registry import ModelRegistry, ModelVersion
-from finpulse.storage.retraining import (
-    FeedbackRow,
-    finish_run,
-    read_feedback,
-    start_run,
-)
+from finpulse.storage.feedback import FeedbackExample
+from finpulse.storage.retraining import finish_run, start_run
 from models import DEFAULT_MODEL_DIR
 from models.artifact import read_manifest
 from models.config import CONFIG_FILE, TrainConfig
@@ -59,7 +55,7 @@ logger = logging.getLogger(__name__)
 Transform = Callable[[RetrainData], RetrainData]
 
 
-def feedback_items(rows: list[FeedbackRow]) -> list[FeedbackItem]:
+def feedback_items(rows: list[FeedbackExample]) -> list[FeedbackItem]:
     """Turn feedback rows into training items, with the text exactly as the scorer reads it."""
     items = []
     for row in rows:
@@ -171,7 +167,7 @@ class RetrainService:
         cfg = self.settings.retrain
         champion_dir = Path(champion.artifact_path)
         init = warm_start(champion_dir, config) if cfg.warm_start else None
-        data = assemble(config, feedback_items(read_feedback(self.storage)),
+        data = assemble(config, feedback_items(self.storage.feedback_examples()),
                         gold_split=cfg.gold_split or DEFAULT_MODEL_DIR / "split.csv",
                         policy=self.mix, warm=init is not None, now=datetime.now(timezone.utc))
         if transform is not None:

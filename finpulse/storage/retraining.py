@@ -1,10 +1,8 @@
-"""The retraining job's side of the database: its run records and the analysts' feedback.
+"""The retraining job's side of the database: its run records.
 
 A run is inserted when it starts (``decision`` NULL) and completed when it ends, so a run
-whose process died stays visible as unfinished. Feedback is read with plain SQL over the
-``feedback`` table (only its id, post_id, label and created_at: who gave a label does not
-matter here), joined to ``posts`` for the title, text and source; a database without that
-table simply has no feedback yet.
+whose process died stays visible as unfinished. The analysts' feedback the job learns from
+is read by ``finpulse.storage.feedback.feedback_examples``.
 """
 
 from __future__ import annotations
@@ -46,19 +44,6 @@ class RetrainRun:
         for key in ("started_at", "finished_at"):
             values[key] = values[key].isoformat() if values[key] is not None else None
         return values
-
-
-@dataclass(frozen=True)
-class FeedbackRow:
-    """One analyst label with the labelled post's text, title and source."""
-
-    id: Any
-    post_id: str
-    label: str
-    created_at: datetime
-    text: str
-    title: str | None
-    source: str
 
 
 def start_run(storage: Storage, *, champion: str, trigger: str) -> str:
@@ -124,33 +109,3 @@ def list_runs(storage: Storage, limit: int = 50) -> list[RetrainRun]:
     with storage.begin() as conn:
         rows = conn.execute(query).mappings().all()
     return [RetrainRun(**dict(row)) for row in rows]
-
-
-def read_feedback(storage: Storage) -> list[FeedbackRow]:
-    """Every analyst label joined to its post, oldest first.
-
-    Returns:
-        The labels; ``[]`` when the database has no ``feedback`` table yet.
-
-    Raises:
-        StorageError: the query failed.
-    """
-    with storage.begin() as conn:
-        if not sa.inspect(conn).has_table("feedback"):
-            logger.info("no feedback table in this database: retraining without feedback")
-            return []
-        rows = conn.execute(sa.text(
-            "SELECT f.id, f.post_id, f.label, f.created_at, p.text, p.title, p.source "
-            "FROM feedback f JOIN posts p ON p.id = f.post_id "
-            "ORDER BY f.created_at, f.id")).mappings().all()
-    # Plain SQL bypasses UTCDateTime: convert its times the same way here.
-    convert = t.UTCDateTime().process_result_value
-    return [FeedbackRow(**{**dict(row), "created_at": _as_datetime(row["created_at"], convert,
-                                                                   storage.engine.dialect)})
-            for row in rows]
-
-
-def _as_datetime(value: Any, convert: Any, dialect: Any) -> datetime:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return convert(value, dialect)
