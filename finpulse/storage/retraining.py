@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from finpulse.storage import tables as t
 from finpulse.storage.database import Storage, utcnow
+from finpulse.storage.pages import Page, after, decode_cursor, paginate
 
 logger = logging.getLogger(__name__)
 
@@ -98,14 +99,56 @@ def finish_run(
                      .values(**values))
 
 
+def page_runs(
+    storage: Storage,
+    *,
+    decision: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page[RetrainRun]:
+    """Recorded runs, newest first, in pages.
+
+    Args:
+        storage: the database.
+        decision: only runs with this decision (``promoted``, ``rejected``, ``failed``).
+        limit: the page size.
+        cursor: the previous page's ``next_cursor``.
+
+    Raises:
+        ValueError: the cursor is not one this list produced.
+        StorageError: the query failed.
+    """
+    r = t.retrain_runs
+    query = sa.select(r)
+    if decision is not None:
+        query = query.where(r.c.decision == decision)
+    if cursor is not None:
+        query = query.where(after([r.c.started_at, r.c.id],
+                                  decode_cursor(cursor, [datetime, str]), True))
+    query = query.order_by(r.c.started_at.desc(), r.c.id.desc()).limit(limit + 1)
+    with storage.begin() as conn:
+        rows = conn.execute(query).mappings().all()
+    kept, next_cursor = paginate(rows, limit, lambda row: (row["started_at"], row["id"]))
+    return Page([RetrainRun(**dict(row)) for row in kept], next_cursor)
+
+
 def list_runs(storage: Storage, limit: int = 50) -> list[RetrainRun]:
-    """Recorded runs, newest first.
+    """The newest ``limit`` recorded runs, newest first.
 
     Raises:
         StorageError: the query failed.
     """
-    r = t.retrain_runs
-    query = sa.select(r).order_by(r.c.started_at.desc(), r.c.id.desc()).limit(limit)
+    return page_runs(storage, limit=limit).items
+
+
+def get_run(storage: Storage, run_id: str) -> RetrainRun | None:
+    """One recorded run, or None when no run has this id.
+
+    Raises:
+        StorageError: the query failed.
+    """
     with storage.begin() as conn:
-        rows = conn.execute(query).mappings().all()
-    return [RetrainRun(**dict(row)) for row in rows]
+        row = conn.execute(
+            sa.select(t.retrain_runs).where(t.retrain_runs.c.id == run_id)
+        ).mappings().first()
+    return RetrainRun(**dict(row)) if row is not None else None

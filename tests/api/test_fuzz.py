@@ -70,5 +70,5 @@ def test_no_server_errors_from_generated_requests(api: Api, request) -> None:
             f"\nschemathesis [{api.storage.dialect}]: {sum(cases.values())} cases over "
             f"{len(cases)} operations, {len(failures)} failing operation(s)"
         )
-    assert len(cases) == 13
+    assert len(cases) == 15
     assert failures == {}
