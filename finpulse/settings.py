@@ -179,6 +179,13 @@ class RetrainSettings(Section):
     gold_tolerance: float = Field(default=0.01, ge=0.0, le=1.0)
     max_class_drop: float = Field(default=0.03, ge=0.0, le=1.0)
     min_feedback_gain: float = Field(default=0.0, ge=0.0, le=1.0)
+    # --every: a firing model-health alert starts a run early, at most once per cooldown.
+    health_trigger: bool = True
+    health_cooldown_s: float = Field(default=6 * 3600.0, ge=0)
+    # --every: how often the schedule looks at the database (alerts, other processes' runs).
+    poll_s: float = Field(default=60.0, gt=0)
+    # One run at a time across processes: a database lease of this term, renewed every third.
+    lease_s: float = Field(default=600.0, ge=10)
 
 
 class Settings(BaseSettings):

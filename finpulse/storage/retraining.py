@@ -1,7 +1,8 @@
 """The retraining job's side of the database: its run records.
 
 A run is inserted when it starts (``decision`` NULL) and completed when it ends, so a run
-whose process died stays visible as unfinished. The analysts' feedback the job learns from
+whose process died stays visible as unfinished. ``schedule_facts`` reads what the
+``--every`` schedule decides on: the newest runs and the firing model-health alerts. The analysts' feedback the job learns from
 is read by ``finpulse.storage.feedback.feedback_examples``.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,6 +22,9 @@ from finpulse.storage.database import Storage, utcnow
 from finpulse.storage.pages import Page, after, decode_cursor, paginate
 
 logger = logging.getLogger(__name__)
+
+# A run started early by a model-health alert records "model_health:<alert id>" as trigger.
+HEALTH_TRIGGER = "model_health"
 
 
 @dataclass(frozen=True)
@@ -152,3 +157,63 @@ def get_run(storage: Storage, run_id: str) -> RetrainRun | None:
             sa.select(t.retrain_runs).where(t.retrain_runs.c.id == run_id)
         ).mappings().first()
     return RetrainRun(**dict(row)) if row is not None else None
+
+
+@dataclass(frozen=True)
+class HealthAlert:
+    """A firing model-health alert, as the retraining schedule sees it."""
+
+    id: str
+    fired_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ScheduleFacts:
+    """What the database says about when the next retraining run is due.
+
+    Attributes:
+        last_started: when the newest run that did not fail started (a run in progress
+            counts), from any process; None before the first.
+        last_health_started: when the newest run a model-health alert triggered started
+            (whatever its outcome); None if none has.
+        used_alerts: ids of the alerts that already triggered a run.
+        alerts: the firing alerts of the model-health rules, oldest first.
+    """
+
+    last_started: datetime | None
+    last_health_started: datetime | None
+    used_alerts: frozenset[str]
+    alerts: tuple[HealthAlert, ...]
+
+
+def schedule_facts(storage: Storage, health_rules: Collection[str]) -> ScheduleFacts:
+    """Read the retraining schedule's facts in one transaction.
+
+    Args:
+        storage: the database.
+        health_rules: the names of the model-health rules (alerts store the rule's name).
+
+    Raises:
+        StorageError: the query failed.
+    """
+    r, a = t.retrain_runs, t.alerts
+    health = r.c.trigger.like(f"{HEALTH_TRIGGER}:%")
+    with storage.begin() as conn:
+        last_started = conn.execute(
+            sa.select(sa.func.max(r.c.started_at))
+            .where(sa.or_(r.c.decision.is_(None), r.c.decision != "failed"))
+        ).scalar_one()
+        last_health = conn.execute(sa.select(sa.func.max(r.c.started_at)).where(health)).scalar_one()
+        triggers = conn.execute(sa.select(r.c.trigger).where(health)).scalars().all()
+        alerts = conn.execute(
+            sa.select(a.c.id, a.c.fired_at, a.c.updated_at)
+            .where(a.c.state == "firing", a.c.rule.in_(sorted(health_rules)))
+            .order_by(a.c.fired_at, a.c.id)
+        ).all() if health_rules else []
+    return ScheduleFacts(
+        last_started=last_started,
+        last_health_started=last_health,
+        used_alerts=frozenset(trigger.split(":", 1)[1] for trigger in triggers),
+        alerts=tuple(HealthAlert(*row) for row in alerts),
+    )
