@@ -7,7 +7,8 @@ One run (``RetrainService.run_once``):
 3. record the run as started in ``retrain_runs``;
 4. read the analysts' feedback and assemble the data (``models.continual.assemble``);
 5. train the challenger: warm-started from the champion when it was trained the same
-   way, on feedback plus a replay sample of the base data; else from the base encoder;
+   way, on feedback plus a replay sample of the base data, at the warm-start learning
+   rate; else from the base encoder;
 6. register it, evaluate champion and challenger on the frozen gold set and on the
    held-back feedback, and let the gate decide; a promotion goes through the registry,
    which running scorers follow (``ModelReloader``);
@@ -24,11 +25,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from finpulse.errors import FinpulseError, LeaseError, LeaseHeld
+from finpulse.errors import ConfigError, FinpulseError, LeaseError, LeaseHeld
 from finpulse.metrics import Metrics
 from finpulse.schemas import Post
 from finpulse.services.lease import LeaseKeeper
@@ -42,7 +44,7 @@ from finpulse.storage.feedback import FeedbackExample
 from finpulse.storage.retraining import finish_run, schedule_facts, start_run
 from models import DEFAULT_MODEL_DIR
 from models.artifact import read_manifest
-from models.config import CONFIG_FILE, TrainConfig
+from models.config import CONFIG_FILE, METHODS, TrainConfig
 from models.continual import (
     FeedbackItem,
     GatePolicy,
@@ -100,6 +102,9 @@ class RetrainService:
         storage: the migrated database.
         metrics: where to count runs; None counts nothing.
         device: ``auto``, ``cpu`` or ``cuda`` for training and evaluation.
+
+    Raises:
+        ConfigError: ``retrain.warm_start_lr`` names a method that does not exist.
     """
 
     def __init__(self, settings: Settings, storage: Storage, metrics: Metrics | None = None,
@@ -117,6 +122,10 @@ class RetrainService:
         self.gate = GatePolicy(gold_tolerance=cfg.gold_tolerance,
                                max_class_drop=cfg.max_class_drop,
                                min_feedback_gain=cfg.min_feedback_gain)
+        unknown = sorted(set(cfg.warm_start_lr) - set(METHODS))
+        if unknown:
+            raise ConfigError(f"retrain.warm_start_lr: unknown method(s) {', '.join(unknown)} "
+                              f"(methods: {', '.join(METHODS)})", field="retrain.warm_start_lr")
         self._health_rules: tuple[str, ...] | None = None
 
     def champion(self) -> ModelVersion:
@@ -170,7 +179,7 @@ class RetrainService:
                     champion.version)
         try:
             result = self._run(run_id, champion, config, transform, _Either(stop, lease.lost),
-                               lease)
+                               lease, explicit=train_config is not None)
         except BaseException as exc:
             error: BaseException = exc
             if (lease.lost.is_set() and not isinstance(exc, LeaseError)
@@ -200,13 +209,15 @@ class RetrainService:
         return result
 
     def _run(self, run_id: str, champion: ModelVersion, config: TrainConfig,
-             transform: Transform | None, stop: threading.Event,
-             lease: LeaseKeeper) -> dict[str, Any]:
+             transform: Transform | None, stop: threading.Event, lease: LeaseKeeper,
+             *, explicit: bool) -> dict[str, Any]:
         from models.train import train_on
 
         cfg = self.settings.retrain
         champion_dir = Path(champion.artifact_path)
         init = warm_start(champion_dir, config) if cfg.warm_start else None
+        if init is not None:
+            config = self.warm_config(config, explicit=explicit)
         data = assemble(config, feedback_items(self.storage.feedback_examples()),
                         gold_split=cfg.gold_split or DEFAULT_MODEL_DIR / "split.csv",
                         policy=self.mix, warm=init is not None, now=datetime.now(timezone.utc))
@@ -239,8 +250,21 @@ class RetrainService:
             self.registry.promote(challenger)
         return {"run": run_id, "champion": champion.version, "challenger": challenger,
                 "started_from": "champion" if init is not None else "base_encoder",
+                "encoder_lr": config.encoder_lr,
                 "data": data.counts, "gold": gold, "feedback": feedback,
                 "decision": decision, "reason": reason, "artifact": str(output)}
+
+    def warm_config(self, config: TrainConfig, *, explicit: bool) -> TrainConfig:
+        """The configuration of a warm start: ``lr`` set to ``retrain.warm_start_lr[method]``.
+
+        A configuration given explicitly (``--train-config``) that sets ``lr`` keeps it; the
+        champion's own configuration always gets the warm-start rate (its ``lr`` was chosen
+        for training from the base encoder). A method without a warm-start rate keeps ``lr``.
+        """
+        lr = self.settings.retrain.warm_start_lr.get(config.method)
+        if lr is None or (explicit and config.lr is not None):
+            return config
+        return replace(config, lr=lr)
 
     def _count(self, decision: str, gold: dict[str, Any] | None = None) -> None:
         if self.metrics is None:

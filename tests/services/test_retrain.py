@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
 from finpulse.cli import main
-from finpulse.errors import LeaseError, LeaseHeld
+from finpulse.errors import ConfigError, LeaseError, LeaseHeld
 from finpulse.metrics import Metrics
 from finpulse.services.retrain import RetrainService
 from finpulse.services.scorer import ModelReloader
@@ -348,7 +348,8 @@ def test_a_model_health_alert_starts_a_run_early_once_per_cooldown(champion_dir,
         conn.execute(sa.insert(t.retrain_runs).values(
             id="earlier", started_at=NOW - timedelta(hours=1), trigger="schedule", champion=first,
             decision="rejected", counts={}, gold={}, feedback={}))
-    settings = settings_for(storage.url, champion, tmp_path, poll_s=0.05)
+    settings = settings_for(storage.url, champion, tmp_path, poll_s=0.05,
+                            warm_start_lr={"full": 2e-3})
     service = RetrainService(settings, storage, Metrics(CollectorRegistry()), device="cpu")
     day = 86400.0
     assert service.due(day).trigger is None
@@ -357,16 +358,17 @@ def test_a_model_health_alert_starts_a_run_early_once_per_cooldown(champion_dir,
     assert service.due(day).trigger == f"model_health:{alert}"
 
     stop, results, errors = threading.Event(), [], []
+    # lr unset: the warm start uses retrain.warm_start_lr for the method.
     worker = run_schedule(service, stop, results, errors, every_s=day,
-                          train_config=tiny_config(base, data, epochs=1))
+                          train_config=tiny_config(base, data, epochs=1, lr=None))
     deadline = time.monotonic() + 300
     while not results and not errors and time.monotonic() < deadline:
         time.sleep(0.05)
     stop.set()
     worker.join(timeout=60)
     assert not worker.is_alive() and errors == []
-    assert [(r["trigger"], r["started_from"]) for r in results] == [
-        (f"model_health:{alert}", "champion")]
+    assert [(r["trigger"], r["encoder_lr"], r["started_from"]) for r in results] == [
+        (f"model_health:{alert}", 2e-3, "champion")]
     runs = storage.retrain_runs()
     assert [(r.id == results[0]["run"], r.trigger) for r in runs] == [
         (True, f"model_health:{alert}"), (False, "schedule")]
@@ -461,5 +463,26 @@ def test_a_run_that_loses_its_lease_promotes_nothing(champion_dir, sqlite_url, t
         # The other holder's lease is left alone.
         with storage.begin() as conn:
             assert conn.execute(sa.select(t.leases.c.holder)).scalar_one() == "another-host:1:x"
+    finally:
+        storage.dispose()
+
+
+def test_warm_start_learning_rate_applies_unless_a_given_config_sets_lr(tmp_path):
+    settings = Settings.load(database_url=f"sqlite:///{tmp_path / 'x.db'}")
+    assert settings.retrain.warm_start_lr == {"lora": 2e-4}
+    storage = Storage(settings.database_url)
+    try:
+        service = RetrainService(settings, storage)
+        lora = TrainConfig(method="lora", lr=1e-3)
+        assert service.warm_config(lora, explicit=False).encoder_lr == 2e-4  # champion's own
+        assert service.warm_config(lora, explicit=True).encoder_lr == 1e-3  # --train-config lr
+        assert service.warm_config(TrainConfig(method="lora"), explicit=True).encoder_lr == 2e-4
+        full = TrainConfig(method="full")
+        assert service.warm_config(full, explicit=False).encoder_lr == full.encoder_lr
+        with pytest.raises(ConfigError, match="warm_start_lr: unknown method"):
+            RetrainService(Settings.load(database_url=settings.database_url,
+                                         retrain={"warm_start_lr": {"lroa": 1e-4}}), storage)
+        with pytest.raises(ConfigError, match="warm_start_lr"):
+            Settings.load(retrain={"warm_start_lr": {"lora": 0}})
     finally:
         storage.dispose()
