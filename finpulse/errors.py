@@ -10,10 +10,14 @@ Every error a user can cause or fix is a ``FinpulseError``; the CLI prints it as
     ├── ModelError               a model that cannot be trained, loaded or evaluated
     │   └── DataError            a training/evaluation file that is missing or malformed
     ├── StorageError             the database refused or is unreachable
+    ├── LeaseError               an exclusive job's lease (e.g. a retraining run's) was lost
+    │   └── LeaseHeld            another process holds it
     └── AlertDeliveryError       a notifier could not deliver an alert
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 
 class FinpulseError(Exception):
@@ -101,6 +105,32 @@ class StorageError(FinpulseError):
     def __init__(self, message: str, *, transient: bool = True) -> None:
         super().__init__(message)
         self.transient = transient
+
+
+class LeaseError(FinpulseError):
+    """An exclusive job's lease (``finpulse.storage.leases``) could not be kept.
+
+    Attributes:
+        name: the lease (``retrain``).
+    """
+
+    def __init__(self, message: str, *, name: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class LeaseHeld(LeaseError):
+    """Another process holds the lease, so the job must not start here now.
+
+    Attributes:
+        holder: who holds it (host, process id and a random part).
+        expires_at: when it lapses unless renewed (timezone-aware).
+    """
+
+    def __init__(self, message: str, *, name: str, holder: str, expires_at: datetime) -> None:
+        super().__init__(message, name=name)
+        self.holder = holder
+        self.expires_at = expires_at
 
 
 class AlertDeliveryError(FinpulseError):

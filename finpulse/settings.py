@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -179,6 +179,25 @@ class RetrainSettings(Section):
     gold_tolerance: float = Field(default=0.01, ge=0.0, le=1.0)
     max_class_drop: float = Field(default=0.03, ge=0.0, le=1.0)
     min_feedback_gain: float = Field(default=0.0, ge=0.0, le=1.0)
+    # Encoder learning rate of a warm start, per method, unless the --train-config given
+    # sets lr: continuing a converged model wants less than training from scratch. LoRA's
+    # 2e-4 rests on one comparison on this project's data (docs/retraining.md).
+    warm_start_lr: dict[str, float] = {"lora": 2e-4}
+    # --every: a firing model-health alert starts a run early, at most once per cooldown.
+    health_trigger: bool = True
+    health_cooldown_s: float = Field(default=6 * 3600.0, ge=0)
+    # --every: how often the schedule looks at the database (alerts, other processes' runs).
+    poll_s: float = Field(default=60.0, gt=0)
+    # One run at a time across processes: a database lease of this term, renewed every third.
+    lease_s: float = Field(default=600.0, ge=10)
+
+    @field_validator("warm_start_lr")
+    @classmethod
+    def _positive_lr(cls, value: dict[str, float]) -> dict[str, float]:
+        for method, lr in value.items():
+            if not 0.0 < lr <= 1.0:
+                raise ValueError(f"{method}: a learning rate in (0, 1]")
+        return value
 
 
 class Settings(BaseSettings):

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from finpulse import __version__
 from finpulse.api import models as m
 from finpulse.api.admin import build_admin_router
+from finpulse.api.retraining import build_retrain_router
 from finpulse.api.routes import build_router
 from finpulse.api.versions import build_models_router
 from finpulse.errors import StorageError
@@ -28,7 +29,7 @@ from finpulse.storage import Storage
 logger = logging.getLogger(__name__)
 
 DESCRIPTION = """History of finpulse's scored posts, sentiment series and alerts; alert
-acknowledgement, subscriptions and analysts' feedback.
+acknowledgement, subscriptions, analysts' feedback and the retraining job's runs.
 
 Every `/v1` route needs `Authorization: Bearer <key>` (`finpulse keys create --role ...`):
 **reader** reads; **analyst** also acknowledges alerts and gives feedback; **admin** also
@@ -101,6 +102,7 @@ def create_app(storage: Storage, settings: Settings, metrics: Metrics | None = N
     app.include_router(build_router(settings.api))
     app.include_router(build_admin_router(settings.api))
     app.include_router(build_models_router())
+    app.include_router(build_retrain_router(settings.api))
     if metrics is not None:
         app.add_middleware(RequestMetrics, metrics=metrics)
     return app

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -155,6 +155,22 @@ class ShadowReport(_Out):
     items: list[ShadowSource]
 
 
+class RetrainRunOut(_Out):
+    id: str
+    started_at: datetime
+    finished_at: datetime | None
+    trigger: str = Field(description="manual, schedule, or model_health:<alert id>")
+    champion: str
+    challenger: str | None
+    decision: Literal["promoted", "rejected", "failed"] | None = Field(
+        description="null while the run is in progress, or if its process died")
+    reason: str | None
+    counts: dict[str, int] = Field(description="examples per source (docs/retraining.md)")
+    gold: dict[str, Any] = Field(description="champion's and challenger's gold-set metrics")
+    feedback: dict[str, Any] = Field(description="the same on the held-back feedback")
+    seconds: float | None
+
+
 class SentimentPage(_Out):
     items: list[SentimentPoint]
     next_cursor: str | None
@@ -177,6 +193,11 @@ class SubscriptionPage(_Out):
 
 class DeliveryPage(_Out):
     items: list[DeliveryOut]
+    next_cursor: str | None
+
+
+class RetrainRunPage(_Out):
+    items: list[RetrainRunOut]
     next_cursor: str | None
 
 

@@ -1,7 +1,7 @@
 """``finpulse retrain``: train a challenger on feedback + base data, gate it, maybe promote it.
 
-``finpulse retrain`` runs once; ``--every 24h`` runs on a schedule until SIGTERM;
-``finpulse retrain runs`` lists the recorded runs.
+``finpulse retrain`` runs once; ``--every 24h`` runs on a schedule until SIGTERM (and early
+when a model-health alert fires); ``finpulse retrain runs`` lists the recorded runs.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "held-back feedback, and promote it only if the gate passes (see "
                     "docs/retraining.md). `finpulse retrain runs` lists recorded runs.")
     parser.add_argument("--every", type=period_seconds, metavar="PERIOD",
-                        help="run periodically (24h, 30m, 1d, ...) until SIGTERM")
+                        help="run periodically (24h, 30m, 1d, ...) until SIGTERM; a firing "
+                             "model-health alert starts a run early")
     parser.add_argument("--train-config", metavar="FILE",
                         help="YAML/JSON TrainConfig options (default: the champion's own)")
     parser.add_argument("--json", action="store_true", help="print each run's result as JSON")
@@ -134,5 +135,5 @@ def _list_runs(storage: Any, args: argparse.Namespace) -> int:
         seconds = f"{r.seconds:.0f}s" if r.seconds is not None else "-"
         print(f"{r.started_at:%Y-%m-%d %H:%M} {r.decision or 'running':9} {seconds:>6} "
               f"{r.champion} -> {r.challenger or '-'}  gold macro-F1 {f1 or '-'}  "
-              f"{r.reason or ''}")
+              f"[{r.trigger}] {r.reason or ''}")
     return 0

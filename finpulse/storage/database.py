@@ -462,7 +462,7 @@ class Storage:
         ]
 
     def feedback_examples(self, since: datetime | None = None) -> list[Any]:
-        """Analysts' labels for retraining: ``(text, label, created_at, source)`` rows, oldest first.
+        """Analysts' labels for retraining, oldest first (``feedback.FeedbackExample`` rows).
 
         Args:
             since: only feedback given at or after this time.

@@ -18,12 +18,14 @@ LABELS = ("negative", "neutral", "positive")
 
 
 class FeedbackExample(NamedTuple):
-    """One labelled text for training: the post's text, the analyst's label, when, where from."""
+    """One analyst label with the labelled post: its text, label, time, source, id and title."""
 
     text: str
     label: str
     created_at: datetime
     source: str
+    post_id: str
+    title: str | None
 
 
 class UnknownPost(LookupError):
@@ -55,14 +57,21 @@ def add_feedback(
 
 
 def feedback_examples(storage: Storage, since: datetime | None = None) -> list[FeedbackExample]:
-    """Every feedback label with its post's text and source, oldest first.
+    """Every feedback label joined to its post, oldest first (ties in the order given).
+
+    The one reader of the ``feedback`` table: the retraining job and
+    ``Storage.feedback_examples`` both use it.
 
     Args:
         storage: the database.
         since: only feedback given at or after this time.
+
+    Raises:
+        StorageError: the query failed.
     """
     f, p = t.feedback, t.posts
-    query = sa.select(p.c.text, f.c.label, f.c.created_at, p.c.source).join(p, p.c.id == f.c.post_id)
+    query = sa.select(p.c.text, f.c.label, f.c.created_at, p.c.source, p.c.id, p.c.title).join(
+        p, p.c.id == f.c.post_id)
     if since is not None:
         query = query.where(f.c.created_at >= since)
     with storage.begin() as conn:

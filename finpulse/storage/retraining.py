@@ -1,16 +1,16 @@
-"""The retraining job's side of the database: its run records and the analysts' feedback.
+"""The retraining job's side of the database: its run records.
 
 A run is inserted when it starts (``decision`` NULL) and completed when it ends, so a run
-whose process died stays visible as unfinished. Feedback is read with plain SQL over the
-``feedback`` table (only its id, post_id, label and created_at: who gave a label does not
-matter here), joined to ``posts`` for the title, text and source; a database without that
-table simply has no feedback yet.
+whose process died stays visible as unfinished. ``schedule_facts`` reads what the
+``--every`` schedule decides on: the newest runs and the firing model-health alerts. The analysts' feedback the job learns from
+is read by ``finpulse.storage.feedback.feedback_examples``.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,8 +19,12 @@ import sqlalchemy as sa
 
 from finpulse.storage import tables as t
 from finpulse.storage.database import Storage, utcnow
+from finpulse.storage.pages import Page, after, decode_cursor, paginate
 
 logger = logging.getLogger(__name__)
+
+# A run started early by a model-health alert records "model_health:<alert id>" as trigger.
+HEALTH_TRIGGER = "model_health"
 
 
 @dataclass(frozen=True)
@@ -46,19 +50,6 @@ class RetrainRun:
         for key in ("started_at", "finished_at"):
             values[key] = values[key].isoformat() if values[key] is not None else None
         return values
-
-
-@dataclass(frozen=True)
-class FeedbackRow:
-    """One analyst label with the labelled post's text, title and source."""
-
-    id: Any
-    post_id: str
-    label: str
-    created_at: datetime
-    text: str
-    title: str | None
-    source: str
 
 
 def start_run(storage: Storage, *, champion: str, trigger: str) -> str:
@@ -113,44 +104,116 @@ def finish_run(
                      .values(**values))
 
 
-def list_runs(storage: Storage, limit: int = 50) -> list[RetrainRun]:
-    """Recorded runs, newest first.
+def page_runs(
+    storage: Storage,
+    *,
+    decision: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page[RetrainRun]:
+    """Recorded runs, newest first, in pages.
+
+    Args:
+        storage: the database.
+        decision: only runs with this decision (``promoted``, ``rejected``, ``failed``).
+        limit: the page size.
+        cursor: the previous page's ``next_cursor``.
 
     Raises:
+        ValueError: the cursor is not one this list produced.
         StorageError: the query failed.
     """
     r = t.retrain_runs
-    query = sa.select(r).order_by(r.c.started_at.desc(), r.c.id.desc()).limit(limit)
+    query = sa.select(r)
+    if decision is not None:
+        query = query.where(r.c.decision == decision)
+    if cursor is not None:
+        query = query.where(after([r.c.started_at, r.c.id],
+                                  decode_cursor(cursor, [datetime, str]), True))
+    query = query.order_by(r.c.started_at.desc(), r.c.id.desc()).limit(limit + 1)
     with storage.begin() as conn:
         rows = conn.execute(query).mappings().all()
-    return [RetrainRun(**dict(row)) for row in rows]
+    kept, next_cursor = paginate(rows, limit, lambda row: (row["started_at"], row["id"]))
+    return Page([RetrainRun(**dict(row)) for row in kept], next_cursor)
 
 
-def read_feedback(storage: Storage) -> list[FeedbackRow]:
-    """Every analyst label joined to its post, oldest first.
+def list_runs(storage: Storage, limit: int = 50) -> list[RetrainRun]:
+    """The newest ``limit`` recorded runs, newest first.
 
-    Returns:
-        The labels; ``[]`` when the database has no ``feedback`` table yet.
+    Raises:
+        StorageError: the query failed.
+    """
+    return page_runs(storage, limit=limit).items
+
+
+def get_run(storage: Storage, run_id: str) -> RetrainRun | None:
+    """One recorded run, or None when no run has this id.
 
     Raises:
         StorageError: the query failed.
     """
     with storage.begin() as conn:
-        if not sa.inspect(conn).has_table("feedback"):
-            logger.info("no feedback table in this database: retraining without feedback")
-            return []
-        rows = conn.execute(sa.text(
-            "SELECT f.id, f.post_id, f.label, f.created_at, p.text, p.title, p.source "
-            "FROM feedback f JOIN posts p ON p.id = f.post_id "
-            "ORDER BY f.created_at, f.id")).mappings().all()
-    # Plain SQL bypasses UTCDateTime: convert its times the same way here.
-    convert = t.UTCDateTime().process_result_value
-    return [FeedbackRow(**{**dict(row), "created_at": _as_datetime(row["created_at"], convert,
-                                                                   storage.engine.dialect)})
-            for row in rows]
+        row = conn.execute(
+            sa.select(t.retrain_runs).where(t.retrain_runs.c.id == run_id)
+        ).mappings().first()
+    return RetrainRun(**dict(row)) if row is not None else None
 
 
-def _as_datetime(value: Any, convert: Any, dialect: Any) -> datetime:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return convert(value, dialect)
+@dataclass(frozen=True)
+class HealthAlert:
+    """A firing model-health alert, as the retraining schedule sees it."""
+
+    id: str
+    fired_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ScheduleFacts:
+    """What the database says about when the next retraining run is due.
+
+    Attributes:
+        last_started: when the newest run that did not fail started (a run in progress
+            counts), from any process; None before the first.
+        last_health_started: when the newest run a model-health alert triggered started
+            (whatever its outcome); None if none has.
+        used_alerts: ids of the alerts that already triggered a run.
+        alerts: the firing alerts of the model-health rules, oldest first.
+    """
+
+    last_started: datetime | None
+    last_health_started: datetime | None
+    used_alerts: frozenset[str]
+    alerts: tuple[HealthAlert, ...]
+
+
+def schedule_facts(storage: Storage, health_rules: Collection[str]) -> ScheduleFacts:
+    """Read the retraining schedule's facts in one transaction.
+
+    Args:
+        storage: the database.
+        health_rules: the names of the model-health rules (alerts store the rule's name).
+
+    Raises:
+        StorageError: the query failed.
+    """
+    r, a = t.retrain_runs, t.alerts
+    health = r.c.trigger.like(f"{HEALTH_TRIGGER}:%")
+    with storage.begin() as conn:
+        last_started = conn.execute(
+            sa.select(sa.func.max(r.c.started_at))
+            .where(sa.or_(r.c.decision.is_(None), r.c.decision != "failed"))
+        ).scalar_one()
+        last_health = conn.execute(sa.select(sa.func.max(r.c.started_at)).where(health)).scalar_one()
+        triggers = conn.execute(sa.select(r.c.trigger).where(health)).scalars().all()
+        alerts = conn.execute(
+            sa.select(a.c.id, a.c.fired_at, a.c.updated_at)
+            .where(a.c.state == "firing", a.c.rule.in_(sorted(health_rules)))
+            .order_by(a.c.fired_at, a.c.id)
+        ).all() if health_rules else []
+    return ScheduleFacts(
+        last_started=last_started,
+        last_health_started=last_health,
+        used_alerts=frozenset(trigger.split(":", 1)[1] for trigger in triggers),
+        alerts=tuple(HealthAlert(*row) for row in alerts),
+    )

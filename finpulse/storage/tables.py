@@ -378,8 +378,9 @@ retrain_runs = sa.Table(
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("started_at", UTCDateTime, nullable=False, index=True),
     sa.Column("finished_at", UTCDateTime),
-    # "manual" (finpulse retrain) or "schedule" (finpulse retrain --every).
-    sa.Column("trigger", sa.String(16), nullable=False),
+    # "manual" (finpulse retrain), "schedule" (finpulse retrain --every) or
+    # "model_health:<alert id>" (a run started early by a model-health alert).
+    sa.Column("trigger", sa.String(250), nullable=False),
     sa.Column("champion", sa.String(200), nullable=False),
     sa.Column("challenger", sa.String(200)),
     sa.Column("decision", sa.String(16)),
@@ -405,4 +406,16 @@ scores.append_constraint(
 # The version the scorers run in shadow beside the champion (at most one is flagged).
 model_versions.append_column(
     sa.Column("shadow", sa.Boolean, nullable=False, server_default=sa.false())
+)
+
+# Named leases: a process holds one until ``expires_at`` and renews it while it works, so
+# two processes never do the same exclusive job at once ("retrain": a retraining run) and
+# one that died frees it when the lease lapses.
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("acquired_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
 )

@@ -22,6 +22,7 @@ from finpulse.metrics import Metrics
 from finpulse.settings import Settings
 from finpulse.storage import Storage
 from finpulse.storage.keys import create_key, revoke_key
+from finpulse.storage.retraining import finish_run, start_run
 from finpulse.storage.subscriptions import create_subscription
 from tests.conftest import POSTGRES_ADMIN_URL
 from tests.monitor.receivers import burst, calm, run
@@ -46,6 +47,14 @@ def seed(storage: Storage) -> dict[str, str]:
     revoked, keys["revoked"] = create_key(storage, "admin", "old-key")
     revoke_key(storage, revoked.id)
     create_subscription(storage, channel="webhook", target="http://127.0.0.1:9/hook", name="seeded")
+    # A finished retraining run and one in progress.
+    metrics = {"n": 2, "accuracy": 0.5, "macro_f1": 0.4,
+               "per_class": {"neutral": {"precision": 0.5, "recall": 1.0, "f1": 0.67, "support": 1}}}
+    finish_run(storage, start_run(storage, champion="v1", trigger="schedule"),
+               decision="rejected", reason="not better on held-back feedback", seconds=61.0,
+               challenger="v2", counts={"replay": 10, "feedback": 2},
+               gold={"champion": metrics, "challenger": metrics}, feedback={})
+    start_run(storage, champion="v1", trigger="model_health:low_confidence:news:1h:2026-11-30T10:00Z")
     return keys
 
 

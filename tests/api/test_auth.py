@@ -21,9 +21,12 @@ ROLES = {
     ("GET", "/v1/keys"): "admin",
     ("POST", "/v1/keys"): "admin",
     ("DELETE", "/v1/keys/{key_id}"): "admin",
+    ("GET", "/v1/retrain/runs"): "reader",
+    ("GET", "/v1/retrain/runs/{run_id}"): "reader",
 }
 RANK = ["reader", "analyst", "admin"]
-PATHS = {"{ticker}": "ACME", "{alert_id}": "nope", "{subscription_id}": "abc123", "{key_id}": "abc123"}
+PATHS = {"{ticker}": "ACME", "{alert_id}": "nope", "{subscription_id}": "abc123", "{key_id}": "abc123",
+         "{run_id}": "20261130T000000Z-abcd1234"}
 BODIES = {
     "/v1/alerts/{alert_id}/ack": {"comment": "seen"},
     "/v1/feedback": {"post_id": "ACME-bad-30-1", "label": "negative"},

@@ -70,5 +70,5 @@ def test_no_server_errors_from_generated_requests(api: Api, request) -> None:
             f"\nschemathesis [{api.storage.dialect}]: {sum(cases.values())} cases over "
             f"{len(cases)} operations, {len(failures)} failing operation(s)"
         )
-    assert len(cases) == 14  # with GET /v1/models/shadow
+    assert len(cases) == 16  # with GET /v1/models/shadow and the two retrain-run routes
     assert failures == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from finpulse.storage.retraining import finish_run, start_run
 from tests.api.conftest import Api
 
 
@@ -121,3 +122,34 @@ def test_request_metrics_use_route_templates(api: Api) -> None:
     assert value and value >= 1
     assert api.registry.get_sample_value(
         "finpulse_api_request_duration_seconds_count", {"route": "/v1/tickers/{ticker}/sentiment"})
+
+
+def test_retraining_runs_are_paged_newest_first_and_read_by_id(api: Api) -> None:
+    for i in range(3):
+        finish_run(api.storage, start_run(api.storage, champion="v2", trigger="manual"),
+                   decision="failed", reason=f"DataError: run {i}", seconds=1.0)
+    runs = _all_pages(api, "/v1/retrain/runs", {"limit": 2})
+    assert len(runs) == len({r["id"] for r in runs}) >= 5
+    keys = [(r["started_at"], r["id"]) for r in runs]
+    assert keys == sorted(keys, reverse=True)
+    assert [r["reason"] for r in runs[:3]] == ["DataError: run 2", "DataError: run 1",
+                                               "DataError: run 0"]
+    running = next(r for r in runs if r["trigger"].startswith("model_health:"))
+    assert running["decision"] is None and running["finished_at"] is None
+    failed = _all_pages(api, "/v1/retrain/runs", {"decision": "failed"})
+    assert {r["decision"] for r in failed} == {"failed"} and len(failed) >= 3
+
+    rejected = next(r for r in runs if r["decision"] == "rejected")
+    one = api.client.get(f"/v1/retrain/runs/{rejected['id']}", headers=api.headers("reader"))
+    assert one.status_code == 200 and one.json() == rejected
+    assert one.json()["gold"]["challenger"]["macro_f1"] == 0.4
+    assert one.json()["counts"] == {"replay": 10, "feedback": 2}
+
+    h = api.headers("reader")
+    missing = api.client.get("/v1/retrain/runs/20990101T000000Z-00000000", headers=h)
+    assert missing.status_code == 404 and "run_id" in missing.text
+    assert api.client.get("/v1/retrain/runs/a%20b", headers=h).status_code == 422
+    for params, name in (({"decision": "maybe"}, "decision"), ({"cursor": "abc"}, "cursor"),
+                         ({"limit": 0}, "limit")):
+        response = api.client.get("/v1/retrain/runs", params=params, headers=h)
+        assert 400 <= response.status_code < 500 and name in response.text, params

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
 from finpulse.cli import main
+from finpulse.errors import ConfigError, LeaseError, LeaseHeld
 from finpulse.metrics import Metrics
 from finpulse.services.retrain import RetrainService
 from finpulse.services.scorer import ModelReloader
@@ -311,5 +312,177 @@ def test_no_promotion_over_a_champion_promoted_during_the_run(champion_dir, sqli
         assert result["decision"] == "rejected"
         assert result["reason"].startswith("the champion changed during the run")
         assert registry.champion().version == "promoted-by-hand"
+    finally:
+        storage.dispose()
+
+
+def add_health_alert(storage: Storage, alert_id: str, rule: str = "low_confidence") -> None:
+    """A firing model-health alert, stored as the monitor stores one (rule name, source)."""
+    now = datetime.now(timezone.utc)
+    with storage.begin() as conn:
+        conn.execute(sa.insert(t.alerts).values(
+            id=alert_id, rule=rule, ticker="news", window_size="1h", window_start=now,
+            last_window_start=now, severity="warning", value=0.6, threshold=0.3,
+            state="firing", fired_at=now, updated_at=now, explanation="low confidence"))
+
+
+def run_schedule(service: RetrainService, stop: threading.Event, results: list, errors: list,
+                 **kwargs) -> threading.Thread:
+    def schedule() -> None:
+        try:
+            service.run(stop, on_result=results.append, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - reported by the caller's assertions
+            errors.append(exc)
+
+    worker = threading.Thread(target=schedule)
+    worker.start()
+    return worker
+
+
+def test_a_model_health_alert_starts_a_run_early_once_per_cooldown(champion_dir, storage, tmp_path):
+    champion, base, data = champion_dir
+    first = promote(ModelRegistry(storage), champion)
+    add_feedback(storage, t.feedback, 20)
+    # A run an hour ago: with a daily schedule, the next is not due for 23 hours.
+    with storage.begin() as conn:
+        conn.execute(sa.insert(t.retrain_runs).values(
+            id="earlier", started_at=NOW - timedelta(hours=1), trigger="schedule", champion=first,
+            decision="rejected", counts={}, gold={}, feedback={}))
+    settings = settings_for(storage.url, champion, tmp_path, poll_s=0.05,
+                            warm_start_lr={"full": 2e-3})
+    service = RetrainService(settings, storage, Metrics(CollectorRegistry()), device="cpu")
+    day = 86400.0
+    assert service.due(day).trigger is None
+    alert = "low_confidence:news:1h:2026-11-30T10:00Z"
+    add_health_alert(storage, alert)
+    assert service.due(day).trigger == f"model_health:{alert}"
+
+    stop, results, errors = threading.Event(), [], []
+    # lr unset: the warm start uses retrain.warm_start_lr for the method.
+    worker = run_schedule(service, stop, results, errors, every_s=day,
+                          train_config=tiny_config(base, data, epochs=1, lr=None))
+    deadline = time.monotonic() + 300
+    while not results and not errors and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    worker.join(timeout=60)
+    assert not worker.is_alive() and errors == []
+    assert [(r["trigger"], r["encoder_lr"], r["started_from"]) for r in results] == [
+        (f"model_health:{alert}", 2e-3, "champion")]
+    runs = storage.retrain_runs()
+    assert [(r.id == results[0]["run"], r.trigger) for r in runs] == [
+        (True, f"model_health:{alert}"), (False, "schedule")]
+
+    # Another alert within the cooldown (6 h) waits; after it, it starts the next run.
+    second = "label_drift:news:1h:2026-11-30T11:00Z"
+    add_health_alert(storage, second, rule="label_drift")
+    assert service.due(day).trigger is None
+    later = datetime.now(timezone.utc) + timedelta(hours=6, minutes=1)
+    assert service.due(day, now=later).trigger == f"model_health:{second}"
+    # With the trigger off, alerts start nothing.
+    off = RetrainService(settings_for(storage.url, champion, tmp_path, health_trigger=False),
+                         storage, device="cpu")
+    assert off.due(day, now=later).trigger is None
+
+
+def test_one_run_at_a_time_across_processes(champion_dir, sqlite_url, tmp_path, monkeypatch,
+                                            capsys):
+    champion, base, data = champion_dir
+    storages = [Storage(sqlite_url), Storage(sqlite_url)]
+    storages[0].migrate()
+    try:
+        promote(ModelRegistry(storages[0]), champion)
+        add_feedback(storages[0], t.feedback, 20)
+        settings = settings_for(sqlite_url, champion, tmp_path)
+        first, second = (RetrainService(settings, s, device="cpu") for s in storages)
+        inside, go, results, errors = threading.Event(), threading.Event(), [], []
+
+        def hold(data):
+            inside.set()
+            assert go.wait(120)
+            return data
+
+        def train() -> None:
+            try:
+                results.append(first.run_once(tiny_config(base, data, epochs=1), transform=hold))
+            except Exception as exc:  # noqa: BLE001 - reported by the assertions below
+                errors.append(exc)
+
+        worker = threading.Thread(target=train)
+        worker.start()
+        try:
+            assert inside.wait(120), errors
+            with pytest.raises(LeaseHeld) as held:
+                second.run_once(tiny_config(base, data, epochs=1))
+            assert f":{os.getpid()}:" in held.value.holder  # the first service's lease
+            assert [r.decision for r in storages[1].retrain_runs()] == [None]  # only the first
+            # Its run in progress counts: the other scheduler's run is not due.
+            assert second.due(3600).trigger is None
+            # The CLI says so in one line.
+            monkeypatch.setenv("FINPULSE_DATABASE_URL", sqlite_url)
+            config = tmp_path / "small.json"
+            config.write_text(json.dumps(tiny_config(base, data, epochs=1).to_dict()))
+            capsys.readouterr()
+            assert main(["retrain", "--train-config", str(config), "--device", "cpu"]) == 1
+            err = capsys.readouterr().err.strip()
+            assert err.startswith("LeaseHeld: retrain: held by ") and "\n" not in err
+        finally:
+            go.set()
+            worker.join(timeout=300)
+        assert errors == [] and results[0]["decision"] in ("promoted", "rejected")
+        # Released at the end of the run: the next one may start.
+        with storages[1].begin() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(t.leases)).scalar_one() == 0
+    finally:
+        for s in storages:
+            s.dispose()
+
+
+def test_a_run_that_loses_its_lease_promotes_nothing(champion_dir, sqlite_url, tmp_path):
+    champion, base, data = champion_dir
+    storage = Storage(sqlite_url)
+    storage.migrate()
+    try:
+        registry = ModelRegistry(storage)
+        first = promote(registry, champion)
+        add_feedback(storage, t.feedback, 40)
+        service = RetrainService(settings_for(sqlite_url, champion, tmp_path), storage,
+                                 device="cpu")
+
+        def taken_over(data):
+            # As if this process had stalled past the lease and another had taken it.
+            with storage.begin() as conn:
+                conn.execute(sa.update(t.leases).values(holder="another-host:1:x"))
+            return data
+
+        with pytest.raises(LeaseError, match="lease lost"):
+            service.run_once(tiny_config(base, data, epochs=3), transform=taken_over)
+        run = storage.retrain_runs()[0]
+        assert run.decision == "failed" and run.reason.startswith("LeaseError: retrain: lease lost")
+        assert registry.champion().version == first
+        # The other holder's lease is left alone.
+        with storage.begin() as conn:
+            assert conn.execute(sa.select(t.leases.c.holder)).scalar_one() == "another-host:1:x"
+    finally:
+        storage.dispose()
+
+
+def test_warm_start_learning_rate_applies_unless_a_given_config_sets_lr(tmp_path):
+    settings = Settings.load(database_url=f"sqlite:///{tmp_path / 'x.db'}")
+    assert settings.retrain.warm_start_lr == {"lora": 2e-4}
+    storage = Storage(settings.database_url)
+    try:
+        service = RetrainService(settings, storage)
+        lora = TrainConfig(method="lora", lr=1e-3)
+        assert service.warm_config(lora, explicit=False).encoder_lr == 2e-4  # champion's own
+        assert service.warm_config(lora, explicit=True).encoder_lr == 1e-3  # --train-config lr
+        assert service.warm_config(TrainConfig(method="lora"), explicit=True).encoder_lr == 2e-4
+        full = TrainConfig(method="full")
+        assert service.warm_config(full, explicit=False).encoder_lr == full.encoder_lr
+        with pytest.raises(ConfigError, match="warm_start_lr: unknown method"):
+            RetrainService(Settings.load(database_url=settings.database_url,
+                                         retrain={"warm_start_lr": {"lroa": 1e-4}}), storage)
+        with pytest.raises(ConfigError, match="warm_start_lr"):
+            Settings.load(retrain={"warm_start_lr": {"lora": 0}})
     finally:
         storage.dispose()

@@ -36,6 +36,7 @@ def test_every_table_and_time_index_exists(storage: Storage) -> None:
 def test_0007_marks_existing_scores_live_and_downgrades_to_live_only(storage: Storage) -> None:
     from alembic import command
     from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
     from finpulse.storage.database import MIGRATIONS_DIR
     from finpulse.storage.versions import save_rescored, versions_of_scores
@@ -59,5 +60,5 @@ def test_0007_marks_existing_scores_live_and_downgrades_to_live_only(storage: St
     assert "role" not in {c["name"] for c in sa.inspect(storage.engine).get_columns("scores")}
     assert storage.count_scores() == 3  # only live scores existed before 0007
     migrate_to("head")
-    assert storage.revision() == "0007"
+    assert storage.revision() == ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
     assert versions_of_scores(storage) == {"v1": {"live": 3}}
