@@ -177,8 +177,8 @@ def test_repeated_passes_judge_each_window_once(
     assert _seen(storage) == before
 
     # The next hour is worse (9 of its 11 posts) and a post after it closes it: one update.
-    storage.save_scored(_unsure_hour(4, 9)
-                        + [scored("news-5-first", 5 * H + 10 * M).model_copy(update={"source": "news"})])
+    closing = scored("news-5-first", 5 * H + 10 * M).model_copy(update={"source": "news"})
+    storage.save_scored(_unsure_hour(4, 9) + [closing])
     assert evaluate_model_health(storage, rules) == []
     value, explanation, post_ids, state, last, (events, deliveries) = _seen(storage)
     assert (value, state, last) == (pytest.approx(9 / 11), "firing", T0 + 4 * H)

@@ -183,8 +183,8 @@ def test_repeated_passes_count_each_story_once(
     evaluate_risk_events(storage, rules)
     # Eleven more stories (more than the five posts the evidence keeps) and a copy of one.
     storage.save_scored(
-        [post(f"s{i}", (5 + i) * M, f"Acme recall number {i} of model {i * 7}", score=-0.5 - i / 100)
-         for i in range(1, 12)]
+        [post(f"s{i}", (5 + i) * M, f"Acme recall number {i} of model {i * 7}",
+              score=-0.5 - i / 100) for i in range(1, 12)]
         + [post("s3-copy", 20 * M, "RT @x: Acme recall number 3 of model 21", cluster="s3")]
     )
     evaluate_risk_events(storage, rules)
@@ -203,7 +203,21 @@ def test_repeated_passes_count_each_story_once(
     value, explanation, post_ids, state, (events, deliveries) = _seen(storage)
     assert value == 13.0 and "13 credible stories" in explanation
     assert "s12" in post_ids and state == "firing"
-    assert events == before[4][0] + [(before[2] and "risk:ACME:1m:2024-03-04T00:05Z", "updated")]
+    assert events == before[4][0] + [("risk:ACME:1m:2024-03-04T00:05Z", "updated")]
     assert deliveries == events
     assert evaluate_risk_events(storage, rules) == []
     assert _seen(storage)[4] == (events, deliveries)
+
+    # A copy of a story the explanation shows: its count is refreshed once, the value stays.
+    storage.save_scored([post("s0-copy", 41 * M, "RT: Acme accused of fraud by short seller",
+                              cluster="s0")])
+    evaluate_risk_events(storage, rules)
+    evaluate_risk_events(storage, rules)
+    value, explanation, _, _, (events, _) = _seen(storage)
+    assert value == 13.0 and '"Acme accused of fraud by short seller" [2 copies]' in explanation
+    assert [kind for _, kind in events] == ["fired", "updated", "updated", "updated"]
+    # A copy of a story counted but not shown changes nothing anyone sees: no event.
+    storage.save_scored([post("s2-copy", 42 * M, "Acme recall number 2 of model 14 (wire)",
+                              cluster="s2")])
+    evaluate_risk_events(storage, rules)
+    assert _seen(storage)[:2] == (value, explanation) and len(_seen(storage)[4][0]) == 4
