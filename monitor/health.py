@@ -35,13 +35,12 @@ from finpulse.storage import Storage, utcnow
 from finpulse.storage import tables as t
 from monitor.event_alerts import (
     alert_records,
-    evidence_for,
-    explain,
     firing_alerts,
     insert_alert,
     resolve_alert,
     update_alert,
 )
+from monitor.evidence import EVIDENCE_SEPARATOR, Evidence, evidence_for, explain
 from monitor.rules import ModelHealthRule, RuleSet
 
 logger = logging.getLogger(__name__)
@@ -206,7 +205,7 @@ class _HealthRun:
             )
         ).scalar()
 
-    def _evidence(self, posts: list[_Post]) -> list[Any]:
+    def _evidence(self, posts: list[_Post]) -> list[Evidence]:
         """Low-confidence rule: the least confident posts; drift: the most negative ones."""
         if self.rule.check == "low_confidence":
             ranked = sorted(posts, key=lambda q: (q.confidence, q.post_id))
@@ -278,7 +277,7 @@ class _HealthRun:
             changes: dict[str, Any] = {"last_window_start": window, "updated_at": self.now}
             if verdict.value > alert["value"]:
                 changes.update(value=verdict.value, baseline=verdict.baseline,
-                               explanation=explain(summary, evidence))
+                               explanation=explain(summary, evidence, EVIDENCE_SEPARATOR))
                 update_alert(self.conn, alert["id"], changes, evidence)
             else:
                 update_alert(self.conn, alert["id"], changes)
@@ -292,7 +291,8 @@ class _HealthRun:
             "window_start": window, "last_window_start": window, "severity": rule.severity,
             "value": verdict.value, "threshold": verdict.threshold, "baseline": verdict.baseline,
             "state": "firing", "fired_at": max(p.published_at for p in posts),
-            "resolved_at": None, "updated_at": self.now, "explanation": explain(summary, evidence),
+            "resolved_at": None, "updated_at": self.now,
+            "explanation": explain(summary, evidence, EVIDENCE_SEPARATOR),
         }
         if insert_alert(self.conn, self.storage, row, evidence):
             firing[key] = row

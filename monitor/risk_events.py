@@ -35,17 +35,21 @@ from finpulse.schemas import Alert
 from finpulse.storage import Storage, utcnow
 from finpulse.storage import tables as t
 from monitor.event_alerts import (
-    EvidencePost,
     alert_records,
-    cluster_key,
-    evidence_for,
-    explain,
     firing_alerts,
     insert_alert,
     read_cursor,
     resolve_alert,
     save_cursor,
     update_alert,
+)
+from monitor.evidence import (
+    EVIDENCE_SEPARATOR,
+    Evidence,
+    cluster_key,
+    evidence_for,
+    explain,
+    stored_pairs,
 )
 from monitor.rules import RiskEventRule, RuleSet
 
@@ -145,13 +149,6 @@ class _RiskRun:
         )
         return len(self.conn.execute(stmt).all())
 
-    def _stored_evidence(self, alert_id_: str) -> list[tuple[str, float]]:
-        ap = t.alert_posts
-        rows = self.conn.execute(
-            sa.select(ap.c.post_id, ap.c.score).where(ap.c.alert_id == alert_id_).order_by(ap.c.rank)
-        )
-        return [(post_id, score) for post_id, score in rows]
-
     def _summary(self, ticker: str, posts: list[tuple[str, float]], stories: int) -> str:
         """The alert in words: how many stories, which phrases, what made the first credible."""
         rule, p, s_ = self.rule, t.posts, t.scores
@@ -182,7 +179,7 @@ class _RiskRun:
             f"{first['confidence']:.2f}, published {first['published_at']:%Y-%m-%d %H:%M} UTC"
         )
 
-    def _ranked(self, posts: list[tuple[str, float]]) -> list[EvidencePost]:
+    def _ranked(self, posts: list[tuple[str, float]]) -> list[Evidence]:
         """The first (triggering, most novel) post, then the most negative others."""
         rest = sorted(posts[1:], key=lambda p: (p[1], p[0]))
         return evidence_for(self.conn, (posts[:1] + rest)[: self.rule.explain_posts])
@@ -196,7 +193,9 @@ class _RiskRun:
             "window_start": at.replace(second=0, microsecond=0), "last_window_start": at,
             "severity": self.rule.severity, "value": 1.0, "threshold": 1.0, "baseline": None,
             "state": "firing", "fired_at": at, "resolved_at": None, "updated_at": self.now,
-            "explanation": explain(self._summary(ticker, posts, 1), self._ranked(posts)),
+            "explanation": explain(
+                self._summary(ticker, posts, 1), self._ranked(posts), EVIDENCE_SEPARATOR
+            ),
         }
         if not insert_alert(self.conn, self.storage, alert, self._ranked(posts)):
             return None
@@ -226,12 +225,14 @@ class _RiskRun:
                 sa.update(al).where(al.c.id == alert["id"])
                 .values(value=al.c.value + added).returning(al.c.value)
             ).scalar_one()
-        posts = self._stored_evidence(alert["id"])
+        posts = stored_pairs(self.conn, alert["id"])
         held = {post_id for post_id, _ in posts}
         posts += [(r["id"], r["score"]) for r in joined if r["id"] not in held]
         evidence = self._ranked(posts)
         # The stored evidence holds at most explain_posts posts; the value counts them all.
-        explanation = explain(self._summary(alert["ticker"], posts, int(value)), evidence)
+        explanation = explain(
+            self._summary(alert["ticker"], posts, int(value)), evidence, EVIDENCE_SEPARATOR
+        )
         if not added and explanation == alert["explanation"]:
             return  # copies nobody sees counted, or stories another monitor recorded
         changes = {
