@@ -15,7 +15,9 @@ window is judged once. A post counts with its latest score, as in the aggregates
 Life cycle per (rule, source), as for window rules: fire (after the cooldown), extend
 while windows keep meeting the condition, resolve on a window with enough posts that
 does not, or ``resolve_after`` past the last one that did. Alerts store the source in
-their ``ticker`` column (cut to 10 characters); the id carries it whole.
+their ``ticker`` column (cut to 10 characters); the id carries it whole. Editing a rule's
+``check``, ``window`` or ``sources`` restarts its cursors, and the windows are judged
+again; a window a firing alert already holds does not extend it again.
 """
 
 from __future__ import annotations
@@ -261,6 +263,10 @@ class _HealthRun:
     ) -> datetime | None:
         rule, key = self.rule, source[:10]
         alert = firing.get(key)
+        if alert is not None and window <= alert["last_window_start"]:
+            # Judged into this alert already: the cursors restart when the rule's
+            # fingerprint changes, and a replayed window must not extend it again.
+            return last_resolved
         if alert is not None:
             stale = alert["last_window_start"] + self.size + rule.resolve_after
             if window >= stale or (verdict.hit is False and window > alert["last_window_start"]):

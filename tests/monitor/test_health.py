@@ -186,3 +186,20 @@ def test_repeated_passes_judge_each_window_once(
     assert events == before[5][0] + [(fired.id, "updated")] and deliveries == events
     assert evaluate_model_health(storage, rules) == []
     assert _seen(storage)[5] == (events, deliveries)
+
+
+def test_a_rule_edit_replays_windows_without_extending_the_alert_again(
+    storage: Storage, tmp_path: Path
+) -> None:
+    """Editing ``sources`` restarts the rule's cursors: windows the alert holds stay as they are."""
+    rule = ("  - {name: unsure, kind: model_health, check: low_confidence, min_posts: 10,\n"
+            "     low_confidence: 0.5, max_share: 0.3%s}\n")
+    closing = scored("news-5-first", 5 * H + 10 * M).model_copy(update={"source": "news"})
+    storage.save_scored([p for h in range(3) for p in _unsure_hour(h, 0)]
+                        + _unsure_hour(3, 6) + _unsure_hour(4, 8) + [closing])
+    (fired,) = evaluate_model_health(storage, _rules(tmp_path, rule % ""))
+    before = _seen(storage)
+    assert before[0] == 0.8 and before[4] == T0 + 4 * H
+    assert before[5][0] == [(fired.id, "fired"), (fired.id, "updated")]
+    assert evaluate_model_health(storage, _rules(tmp_path, rule % ", sources: [news]")) == []
+    assert _seen(storage) == before
