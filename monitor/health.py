@@ -15,7 +15,9 @@ window is judged once. A post counts with its latest score, as in the aggregates
 Life cycle per (rule, source), as for window rules: fire (after the cooldown), extend
 while windows keep meeting the condition, resolve on a window with enough posts that
 does not, or ``resolve_after`` past the last one that did. Alerts store the source in
-their ``ticker`` column (cut to 10 characters); the id carries it whole.
+their ``ticker`` column (cut to 10 characters); the id carries it whole. Editing a rule's
+``check``, ``window`` or ``sources`` restarts its cursors, and the windows are judged
+again; a window a firing alert already holds does not extend it again.
 """
 
 from __future__ import annotations
@@ -35,13 +37,12 @@ from finpulse.storage import Storage, utcnow
 from finpulse.storage import tables as t
 from monitor.event_alerts import (
     alert_records,
-    evidence_for,
-    explain,
     firing_alerts,
     insert_alert,
     resolve_alert,
     update_alert,
 )
+from monitor.evidence import EVIDENCE_SEPARATOR, Evidence, evidence_for, explain
 from monitor.rules import ModelHealthRule, RuleSet
 
 logger = logging.getLogger(__name__)
@@ -206,7 +207,7 @@ class _HealthRun:
             )
         ).scalar()
 
-    def _evidence(self, posts: list[_Post]) -> list[Any]:
+    def _evidence(self, posts: list[_Post]) -> list[Evidence]:
         """Low-confidence rule: the least confident posts; drift: the most negative ones."""
         if self.rule.check == "low_confidence":
             ranked = sorted(posts, key=lambda q: (q.confidence, q.post_id))
@@ -262,6 +263,10 @@ class _HealthRun:
     ) -> datetime | None:
         rule, key = self.rule, source[:10]
         alert = firing.get(key)
+        if alert is not None and window <= alert["last_window_start"]:
+            # Judged into this alert already: the cursors restart when the rule's
+            # fingerprint changes, and a replayed window must not extend it again.
+            return last_resolved
         if alert is not None:
             stale = alert["last_window_start"] + self.size + rule.resolve_after
             if window >= stale or (verdict.hit is False and window > alert["last_window_start"]):
@@ -278,7 +283,7 @@ class _HealthRun:
             changes: dict[str, Any] = {"last_window_start": window, "updated_at": self.now}
             if verdict.value > alert["value"]:
                 changes.update(value=verdict.value, baseline=verdict.baseline,
-                               explanation=explain(summary, evidence))
+                               explanation=explain(summary, evidence, EVIDENCE_SEPARATOR))
                 update_alert(self.conn, alert["id"], changes, evidence)
             else:
                 update_alert(self.conn, alert["id"], changes)
@@ -292,7 +297,8 @@ class _HealthRun:
             "window_start": window, "last_window_start": window, "severity": rule.severity,
             "value": verdict.value, "threshold": verdict.threshold, "baseline": verdict.baseline,
             "state": "firing", "fired_at": max(p.published_at for p in posts),
-            "resolved_at": None, "updated_at": self.now, "explanation": explain(summary, evidence),
+            "resolved_at": None, "updated_at": self.now,
+            "explanation": explain(summary, evidence, EVIDENCE_SEPARATOR),
         }
         if insert_alert(self.conn, self.storage, row, evidence):
             firing[key] = row

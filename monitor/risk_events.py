@@ -15,7 +15,11 @@ names one of the rule's phrases (whole words, any case) and that are credible (s
 - an alert resolves ``resolve_after`` (event time) after its last matching post, once
   the ticker's stream has passed that time.
 
-Every write is idempotent, so a pass can be repeated and several monitors may overlap.
+Every story an alert counts is recorded in ``alert_stories`` (the evidence keeps only
+``explain_posts`` of them), and the value grows only by the stories a pass records there
+for the first time. A pass that re-reads posts it has seen (the overlap, a repeated pass,
+another monitor) therefore changes nothing, and writes nothing: each firing alert gets at
+most one ``updated`` event per pass, and none when nothing shown in it changed.
 """
 
 from __future__ import annotations
@@ -31,17 +35,21 @@ from finpulse.schemas import Alert
 from finpulse.storage import Storage, utcnow
 from finpulse.storage import tables as t
 from monitor.event_alerts import (
-    EvidencePost,
     alert_records,
-    cluster_key,
-    evidence_for,
-    explain,
     firing_alerts,
     insert_alert,
     read_cursor,
     resolve_alert,
     save_cursor,
     update_alert,
+)
+from monitor.evidence import (
+    EVIDENCE_SEPARATOR,
+    Evidence,
+    cluster_key,
+    evidence_for,
+    explain,
+    stored_pairs,
 )
 from monitor.rules import RiskEventRule, RuleSet
 
@@ -74,6 +82,10 @@ class _RiskRun:
         self.pattern = phrase_pattern(rule.phrases)
         self.now = utcnow()
         self.new_ids: list[str] = []
+        # Per firing alert id: the new stories joining it in this pass, and whether a copy
+        # of a story it holds was read (its copy counts may have grown).
+        self.joined: dict[str, list[dict[str, Any]]] = {}
+        self.copied: set[str] = set()
 
     def _candidates(self, since: datetime | None, until: datetime) -> list[dict[str, Any]]:
         """Matching, credible (post, ticker) rows stored up to ``until``, in event-time order."""
@@ -114,23 +126,30 @@ class _RiskRun:
         """(ticker, story) pairs some alert of this rule already holds."""
         if not tickers:
             return set()
-        al, ap, p = t.alerts, t.alert_posts, t.posts
+        al, st = t.alerts, t.alert_stories
         rows = self.conn.execute(
-            sa.select(al.c.ticker, cluster_key())
-            .join(ap, ap.c.alert_id == al.c.id)
-            .join(p, p.c.id == ap.c.post_id)
+            sa.select(al.c.ticker, st.c.story)
+            .join(st, st.c.alert_id == al.c.id)
             .where(al.c.rule == self.rule.name, al.c.ticker.in_(sorted(tickers)))
         )
         return {(ticker, story) for ticker, story in rows}
 
-    def _stored_evidence(self, alert_id_: str) -> list[tuple[str, float]]:
-        ap = t.alert_posts
-        rows = self.conn.execute(
-            sa.select(ap.c.post_id, ap.c.score).where(ap.c.alert_id == alert_id_).order_by(ap.c.rank)
+    def _record_stories(self, alert_id_: str, rows: list[dict[str, Any]]) -> int:
+        """Record the stories of ``rows`` as counted by the alert; returns how many were new."""
+        if not rows:
+            return 0
+        st = t.alert_stories
+        stmt = (
+            self.storage.insert(st)
+            .values([
+                {"alert_id": alert_id_, "story": r["story"], "post_id": r["id"]} for r in rows
+            ])
+            .on_conflict_do_nothing()
+            .returning(st.c.story)
         )
-        return [(post_id, score) for post_id, score in rows]
+        return len(self.conn.execute(stmt).all())
 
-    def _summary(self, ticker: str, posts: list[tuple[str, float]]) -> str:
+    def _summary(self, ticker: str, posts: list[tuple[str, float]], stories: int) -> str:
         """The alert in words: how many stories, which phrases, what made the first credible."""
         rule, p, s_ = self.rule, t.posts, t.scores
         ids = [post_id for post_id, _ in posts]
@@ -151,16 +170,16 @@ class _RiskRun:
             row = latest[post_id]
             phrases += matched_phrases(self.pattern, f"{row['title'] or ''}\n{row['text']}")
         first = latest[ids[0]]
-        n = len(ids)
+        noun = "story" if stories == 1 else "stories"
         return (
-            f"{rule.name} on {ticker}: {n} credible {'story' if n == 1 else 'stories'} naming "
+            f"{rule.name} on {ticker}: {stories} credible {noun} naming "
             f"{', '.join(repr(x) for x in dict.fromkeys(phrases))} (fires at 1; credible = "
             f"label {'/'.join(rule.labels)} with confidence >= {rule.min_confidence:g}, "
             f"not a copy of a story already alerted); first: {first['label']} at confidence "
             f"{first['confidence']:.2f}, published {first['published_at']:%Y-%m-%d %H:%M} UTC"
         )
 
-    def _ranked(self, posts: list[tuple[str, float]]) -> list[EvidencePost]:
+    def _ranked(self, posts: list[tuple[str, float]]) -> list[Evidence]:
         """The first (triggering, most novel) post, then the most negative others."""
         rest = sorted(posts[1:], key=lambda p: (p[1], p[0]))
         return evidence_for(self.conn, (posts[:1] + rest)[: self.rule.explain_posts])
@@ -174,29 +193,52 @@ class _RiskRun:
             "window_start": at.replace(second=0, microsecond=0), "last_window_start": at,
             "severity": self.rule.severity, "value": 1.0, "threshold": 1.0, "baseline": None,
             "state": "firing", "fired_at": at, "resolved_at": None, "updated_at": self.now,
-            "explanation": explain(self._summary(ticker, posts), self._ranked(posts)),
+            "explanation": explain(
+                self._summary(ticker, posts, 1), self._ranked(posts), EVIDENCE_SEPARATOR
+            ),
         }
         if not insert_alert(self.conn, self.storage, alert, self._ranked(posts)):
             return None
+        self._record_stories(ident, [row])
         self.new_ids.append(ident)
         logger.info("risk event alert fired: %s (%s)", ident, ", ".join(row["phrases"]))
         return alert
 
-    def _extend(self, alert: dict[str, Any], row: dict[str, Any] | None) -> None:
-        """Add a new story (``row``) to a firing alert, or (None) refresh its copy counts."""
-        posts = self._stored_evidence(alert["id"])
-        changes: dict[str, Any] = {"updated_at": self.now}
-        if row is not None:
-            if row["id"] not in {post_id for post_id, _ in posts}:
-                posts.append((row["id"], row["score"]))
-            changes["value"] = alert["value"] + 1.0
-            changes["last_window_start"] = max(alert["last_window_start"], row["published_at"])
-        # The stored evidence holds at most explain_posts posts; the value counts them all.
-        summary = self._summary(alert["ticker"], posts).replace(
-            f": {len(posts)} credible", f": {int(changes.get('value', alert['value']))} credible", 1
-        )
+    def _join(self, alert: dict[str, Any], row: dict[str, Any]) -> None:
+        """A new story joins a firing alert (written by ``_flush``)."""
+        self.joined.setdefault(alert["id"], []).append(row)
+        alert["last_window_start"] = max(alert["last_window_start"], row["published_at"])
+
+    def _flush(self, alert: dict[str, Any]) -> None:
+        """Write what this pass changed in a firing alert, as one ``updated`` event, if anything."""
+        joined = self.joined.pop(alert["id"], [])
+        copied = alert["id"] in self.copied
+        self.copied.discard(alert["id"])
+        if not joined and not copied:
+            return
+        al = t.alerts
+        value = alert["value"]
+        added = self._record_stories(alert["id"], joined)
+        if added:
+            # In SQL, so monitors adding different stories at once do not lose a count.
+            value = self.conn.execute(
+                sa.update(al).where(al.c.id == alert["id"])
+                .values(value=al.c.value + added).returning(al.c.value)
+            ).scalar_one()
+        posts = stored_pairs(self.conn, alert["id"])
+        held = {post_id for post_id, _ in posts}
+        posts += [(r["id"], r["score"]) for r in joined if r["id"] not in held]
         evidence = self._ranked(posts)
-        changes["explanation"] = explain(summary, evidence)
+        # The stored evidence holds at most explain_posts posts; the value counts them all.
+        explanation = explain(
+            self._summary(alert["ticker"], posts, int(value)), evidence, EVIDENCE_SEPARATOR
+        )
+        if not added and explanation == alert["explanation"]:
+            return  # copies nobody sees counted, or stories another monitor recorded
+        changes = {
+            "value": value, "last_window_start": alert["last_window_start"],
+            "explanation": explanation, "updated_at": self.now,
+        }
         update_alert(self.conn, alert["id"], changes, evidence)
         alert.update(changes)
 
@@ -215,20 +257,23 @@ class _RiskRun:
             ticker, story = row["ticker"], row["story"]
             alert = firing.get(ticker)
             if alert is not None and row["published_at"] >= self._ends(alert):
+                self._flush(alert)
                 resolve_alert(self.conn, alert["id"], self._ends(alert), self.now)
                 del firing[ticker]
                 alert = None
             if (ticker, story) in alerted:
                 if alert is not None:
-                    self._extend(alert, None)  # a copy: refresh the copy counts
+                    self.copied.add(alert["id"])  # a copy: its counts may need a refresh
                 continue
             alerted.add((ticker, story))
             if alert is not None:
-                self._extend(alert, row)
+                self._join(alert, row)
             else:
                 fired = self._fire(row)
                 if fired is not None:
                     firing[ticker] = fired
+        for alert in firing.values():
+            self._flush(alert)
         self._resolve_stale(firing)
         save_cursor(
             self.conn, self.storage, rule.name, window="1m",

@@ -187,6 +187,23 @@ alert_posts = sa.Table(
     sa.Column("score", sa.Float, nullable=False),
 )
 
+# Every story (near-duplicate cluster) a risk-event alert has counted; ``alert_posts`` keeps
+# only the few shown as evidence. A pass adds one to the alert's value only for a story it
+# inserts here, so re-reading a post never counts its story twice.
+alert_stories = sa.Table(
+    "alert_stories",
+    metadata,
+    sa.Column(
+        "alert_id",
+        sa.String(200),
+        sa.ForeignKey("alerts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("story", sa.String(200), primary_key=True),
+    # The post that brought the story in.
+    sa.Column("post_id", sa.String(200), nullable=False),
+)
+
 # How far each rule has evaluated closed windows (event time), and for which config.
 rule_cursors = sa.Table(
     "rule_cursors",

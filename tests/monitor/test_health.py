@@ -7,12 +7,15 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from finpulse.schemas import ScoredPost
-from finpulse.storage import Storage
+from finpulse.storage import Storage, tables
+from finpulse.storage.outbox import dispatch
+from finpulse.storage.subscriptions import create_subscription
 from monitor.health import chi_square, evaluate_model_health, psi, shares
 from monitor.rules import RuleSet
-from tests.records import scored
+from tests.records import T0, scored
 
 H = timedelta(hours=1)
 M = timedelta(minutes=1)
@@ -111,3 +114,92 @@ def test_thin_windows_are_no_evidence(storage: Storage, tmp_path: Path) -> None:
     )
     storage.save_scored(_hour(0, CALM, confidence=0.1) + _hour(3, CALM))
     assert evaluate_model_health(storage, rules) == []
+
+
+def _unsure_hour(hour: int, low: int, source: str = "news") -> list[ScoredPost]:
+    """Ten neutral posts in the hour, ``low`` of them scored with confidence 0.3."""
+    return [
+        scored(f"{source}-{hour}-u{i}", hour * H + (1 + i) * M, ("ACME",), 0.0,
+               confidence=0.3 if i < low else 0.9).model_copy(update={"source": source})
+        for i in range(10)
+    ]
+
+
+def _notices(storage: Storage) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The outbox events and (after a dispatch) the deliveries, as (alert id, kind), in order."""
+    dispatch(storage)
+    with storage.begin() as conn:
+        events = conn.execute(
+            sa.select(tables.outbox.c.alert_id, tables.outbox.c.kind).order_by(tables.outbox.c.id)
+        ).all()
+        deliveries = conn.execute(
+            sa.select(tables.deliveries.c.alert_id, tables.deliveries.c.kind)
+            .join(tables.outbox, tables.outbox.c.id == tables.deliveries.c.event_id)
+            .order_by(tables.outbox.c.id)
+        ).all()
+    return [tuple(e) for e in events], [tuple(d) for d in deliveries]
+
+
+def _seen(storage: Storage) -> tuple[object, ...]:
+    (alert,) = storage.alerts()
+    with storage.begin() as conn:
+        last = conn.execute(sa.select(tables.alerts.c.last_window_start)).scalar_one()
+    return alert.value, alert.explanation, alert.post_ids, alert.state, last, _notices(storage)
+
+
+@pytest.mark.parametrize("passes", [1, 3])
+def test_repeated_passes_judge_each_window_once(
+    storage: Storage, tmp_path: Path, passes: int
+) -> None:
+    rules = _rules(
+        tmp_path,
+        "  - {name: unsure, kind: model_health, check: low_confidence, min_posts: 10,\n"
+        "     low_confidence: 0.5, max_share: 0.3, explain_posts: 3}\n",
+    )
+    create_subscription(storage, channel="webhook", target="http://127.0.0.1:9/hook")
+    storage.save_scored(
+        [p for h in range(3) for p in _unsure_hour(h, 0)]
+        + _unsure_hour(3, 6)
+        + [scored("news-4-first", 4 * H + 10 * M).model_copy(update={"source": "news"})]
+    )
+    (fired,) = evaluate_model_health(storage, rules)
+    before = _seen(storage)
+    assert before[0] == 0.6 and before[3] == "firing" and before[4] == T0 + 3 * H
+    assert before[5][0] == [(fired.id, "fired")] and before[5][1] == before[5][0]
+
+    for _ in range(passes):
+        assert evaluate_model_health(storage, rules) == []
+    assert _seen(storage) == before  # no new data: no new value, evidence or notice
+    # A late post in the hour already judged: the window stays judged as it was.
+    storage.save_scored([scored("news-3-late", 3 * H + 50 * M, confidence=0.1)
+                         .model_copy(update={"source": "news"})])
+    assert evaluate_model_health(storage, rules) == []
+    assert _seen(storage) == before
+
+    # The next hour is worse (9 of its 11 posts) and a post after it closes it: one update.
+    closing = scored("news-5-first", 5 * H + 10 * M).model_copy(update={"source": "news"})
+    storage.save_scored(_unsure_hour(4, 9) + [closing])
+    assert evaluate_model_health(storage, rules) == []
+    value, explanation, post_ids, state, last, (events, deliveries) = _seen(storage)
+    assert (value, state, last) == (pytest.approx(9 / 11), "firing", T0 + 4 * H)
+    assert "9 of 11 posts (82%)" in explanation and all(p.startswith("news-4-u") for p in post_ids)
+    assert events == before[5][0] + [(fired.id, "updated")] and deliveries == events
+    assert evaluate_model_health(storage, rules) == []
+    assert _seen(storage)[5] == (events, deliveries)
+
+
+def test_a_rule_edit_replays_windows_without_extending_the_alert_again(
+    storage: Storage, tmp_path: Path
+) -> None:
+    """Editing ``sources`` restarts the rule's cursors: windows the alert holds stay as they are."""
+    rule = ("  - {name: unsure, kind: model_health, check: low_confidence, min_posts: 10,\n"
+            "     low_confidence: 0.5, max_share: 0.3%s}\n")
+    closing = scored("news-5-first", 5 * H + 10 * M).model_copy(update={"source": "news"})
+    storage.save_scored([p for h in range(3) for p in _unsure_hour(h, 0)]
+                        + _unsure_hour(3, 6) + _unsure_hour(4, 8) + [closing])
+    (fired,) = evaluate_model_health(storage, _rules(tmp_path, rule % ""))
+    before = _seen(storage)
+    assert before[0] == 0.8 and before[4] == T0 + 4 * H
+    assert before[5][0] == [(fired.id, "fired"), (fired.id, "updated")]
+    assert evaluate_model_health(storage, _rules(tmp_path, rule % ", sources: [news]")) == []
+    assert _seen(storage) == before

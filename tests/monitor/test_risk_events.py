@@ -10,6 +10,8 @@ import sqlalchemy as sa
 
 from finpulse.schemas import ScoredPost
 from finpulse.storage import Storage, tables
+from finpulse.storage.outbox import dispatch
+from finpulse.storage.subscriptions import create_subscription
 from monitor.risk_events import evaluate_risk_events, matched_phrases, phrase_pattern
 from monitor.rules import RuleSet
 from tests.records import T0, scored
@@ -148,3 +150,74 @@ def test_the_cursor_reads_only_new_scores(storage: Storage, tmp_path: Path) -> N
             sa.select(tables.rule_cursors.c.closed_until).where(tables.rule_cursors.c.rule == "risk")
         ).scalar_one()
     assert moved >= cursor
+
+
+def _notices(storage: Storage) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The outbox events and (after a dispatch) the deliveries, as (alert id, kind), in order."""
+    dispatch(storage)
+    with storage.begin() as conn:
+        events = conn.execute(
+            sa.select(tables.outbox.c.alert_id, tables.outbox.c.kind).order_by(tables.outbox.c.id)
+        ).all()
+        deliveries = conn.execute(
+            sa.select(tables.deliveries.c.alert_id, tables.deliveries.c.kind)
+            .join(tables.outbox, tables.outbox.c.id == tables.deliveries.c.event_id)
+            .order_by(tables.outbox.c.id)
+        ).all()
+    return [tuple(e) for e in events], [tuple(d) for d in deliveries]
+
+
+def _seen(storage: Storage) -> tuple[object, ...]:
+    (alert,) = storage.alerts()
+    return alert.value, alert.explanation, alert.post_ids, alert.state, _notices(storage)
+
+
+@pytest.mark.parametrize("passes", [1, 3])
+def test_repeated_passes_count_each_story_once(
+    storage: Storage, tmp_path: Path, passes: int
+) -> None:
+    """Every pass re-reads the scores of the last minutes: nothing it has counted counts again."""
+    rules = _rules(tmp_path)
+    create_subscription(storage, channel="webhook", target="http://127.0.0.1:9/hook")
+    storage.save_scored([post("s0", 5 * M, "Acme accused of fraud by short seller")])
+    evaluate_risk_events(storage, rules)
+    # Eleven more stories (more than the five posts the evidence keeps) and a copy of one.
+    storage.save_scored(
+        [post(f"s{i}", (5 + i) * M, f"Acme recall number {i} of model {i * 7}",
+              score=-0.5 - i / 100) for i in range(1, 12)]
+        + [post("s3-copy", 20 * M, "RT @x: Acme recall number 3 of model 21", cluster="s3")]
+    )
+    evaluate_risk_events(storage, rules)
+    before = _seen(storage)
+    assert before[0] == 12.0 and len(before[2]) == 5
+    assert "12 credible stories" in before[1]
+    assert [kind for _, kind in before[4][0]] == ["fired", "updated"]
+    assert before[4][1] == before[4][0]  # one subscriber, one delivery per event
+
+    for _ in range(passes):
+        assert evaluate_risk_events(storage, rules) == []
+    assert _seen(storage) == before  # no new data: no new value, evidence or notice
+
+    storage.save_scored([post("s12", 40 * M, "Acme probe: fraud charges widen", score=-0.95)])
+    assert evaluate_risk_events(storage, rules) == []
+    value, explanation, post_ids, state, (events, deliveries) = _seen(storage)
+    assert value == 13.0 and "13 credible stories" in explanation
+    assert "s12" in post_ids and state == "firing"
+    assert events == before[4][0] + [("risk:ACME:1m:2024-03-04T00:05Z", "updated")]
+    assert deliveries == events
+    assert evaluate_risk_events(storage, rules) == []
+    assert _seen(storage)[4] == (events, deliveries)
+
+    # A copy of a story the explanation shows: its count is refreshed once, the value stays.
+    storage.save_scored([post("s0-copy", 41 * M, "RT: Acme accused of fraud by short seller",
+                              cluster="s0")])
+    evaluate_risk_events(storage, rules)
+    evaluate_risk_events(storage, rules)
+    value, explanation, _, _, (events, _) = _seen(storage)
+    assert value == 13.0 and '"Acme accused of fraud by short seller" [2 copies]' in explanation
+    assert [kind for _, kind in events] == ["fired", "updated", "updated", "updated"]
+    # A copy of a story counted but not shown changes nothing anyone sees: no event.
+    storage.save_scored([post("s2-copy", 42 * M, "Acme recall number 2 of model 14 (wire)",
+                              cluster="s2")])
+    evaluate_risk_events(storage, rules)
+    assert _seen(storage)[:2] == (value, explanation) and len(_seen(storage)[4][0]) == 4
