@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TypeVar
@@ -159,14 +159,14 @@ class ScorerService:
             FinpulseError: a fatal fault (configuration, model).
         """
         self.checkpoint("after_decode")
-        posts, refused = self._guard("store", lambda: split_conflicts(self.storage, batch.posts))
+        posts, refused, checked = self._guard("store", lambda: split_conflicts(self.storage, batch.posts))
         started = time.perf_counter()
         pairs, failed = self._score(posts)
         inference_s = time.perf_counter() - started
         pairs = self._cluster(pairs)
         refused += failed
         started = time.perf_counter()
-        new_rows, stored, failed = self._store(pairs)
+        new_rows, stored, failed = self._store(pairs, checked)
         self.metrics.db_write_latency.observe(time.perf_counter() - started)
         refused += failed
         if refused:
@@ -217,13 +217,16 @@ class ScorerService:
         ]
 
     def _store(
-        self, pairs: Sequence[tuple[ConsumedPost, ScoredPost]]
+        self, pairs: Sequence[tuple[ConsumedPost, ScoredPost]], checked: Collection[str]
     ) -> tuple[int, list[tuple[ConsumedPost, ScoredPost]], Refused]:
-        """Store the scored posts; rows the database refuses are isolated (``db_refused``)."""
+        """Store the scored posts; rows the database refuses are isolated (``db_refused``).
+
+        ``checked``: ids ``split_conflicts`` just found stored with the same content.
+        """
 
         def save(items: Sequence[tuple[ConsumedPost, ScoredPost]]) -> int:
             return self.storage.save_scored(
-                [post for _, post in items], progress=partition_progress(items)
+                [post for _, post in items], progress=partition_progress(items), checked=checked
             )
 
         def attempt() -> tuple[list[int], list[tuple[tuple[ConsumedPost, ScoredPost], BaseException]]]:
