@@ -5,11 +5,18 @@ end), loads the engine the way ``finpulse scorer`` does (``load_engine``, settin
 the environment) and runs the real ``ScorerService``:
 
 1. bare engine: ``engine.predict`` on the N texts in one call, and in micro-batches of
-   ``scorer.max_batch_size`` (what the scorer hands the engine), median of ``--rounds``;
+   ``scorer.max_batch_size`` (what the scorer hands the engine);
 2. capacity: N posts published beforehand, then the scorer drains them; rate = N / time;
-3. latency: fresh topics, posts published at half the measured capacity while the scorer
-   runs; p50/p99 publish-to-stored from ``finpulse_pipeline_end_to_end_latency_seconds``
-   (interpolated within histogram buckets, as Prometheus' ``histogram_quantile`` does).
+   once with ``scorer.pipeline`` on (the default: the model scores the next batch while
+   this one is stored) and once with it off (one batch at a time);
+3. latency, per mode: fresh topics, posts published at half that mode's measured capacity
+   while the scorer runs; p50/p99 publish-to-stored from
+   ``finpulse_pipeline_end_to_end_latency_seconds`` (interpolated within histogram
+   buckets, as Prometheus' ``histogram_quantile`` does).
+
+Steps 1-2 run in ``--rounds`` rounds, each measuring every variant (in alternating order),
+and each rate is the median over rounds, so a burst of load from other processes hits all
+variants alike.
 
 Run from the repository root::
 
@@ -156,14 +163,31 @@ def engine_rates(engine: Any, texts: Sequence[str], batch: int, rounds: int) -> 
     return statistics.median(whole), statistics.median(micro)
 
 
+MODES = {"pipelined": True, "serial": False}
+
+
+def with_pipeline(settings: Settings, on: bool) -> Settings:
+    scorer = settings.scorer.model_copy(update={"pipeline": on})
+    return settings.model_copy(update={"scorer": scorer})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=4000, help="posts in the capacity run")
+    parser.add_argument("--n", type=int, default=4000, help="posts in each capacity run")
     parser.add_argument("--latency-n", type=int, default=0,
-                        help="posts in the latency run (default: ~20 s at half capacity)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of the bare engine")
+                        help="posts in each latency run (default: ~20 s at half capacity)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of the engine and capacity runs (median)")
+    parser.add_argument("--modes", default="pipelined,serial",
+                        help="comma-separated scorer modes to run: pipelined, serial")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        parser.error(f"--modes: expected pipelined and/or serial, got {args.modes!r}")
+    if args.n < 1 or args.rounds < 1:
+        parser.error("--n and --rounds must be at least 1")
 
     base = Settings.load()
     source = read_texts(None, 10**9)
@@ -173,48 +197,74 @@ def main(argv: Sequence[str] | None = None) -> int:
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    bare: list[float] = []
+    micro: list[float] = []
+    e2e: dict[str, list[float]] = {mode: [] for mode in modes}
+    latency: dict[str, tuple[float, int, Metrics]] = {}
+    stored = 0
     try:
         with EmbeddedBroker() as broker:
             settings = base.model_copy(update={"database_url": url})
             storage = Storage(url)
             storage.migrate()
             engine = load_engine(settings, settings.model.path)
-            bare, micro = engine_rates(engine, [model_input(p) for p in make_posts(texts, "w")],
-                                       settings.scorer.max_batch_size, args.rounds)
+            inputs = [model_input(p) for p in make_posts(texts, "w")]
+            engine.predict(inputs[:16])
+            for round_ in range(args.rounds):
+                whole, small = engine_rates(engine, inputs, settings.scorer.max_batch_size, 1)
+                bare.append(whole)
+                micro.append(small)
+                for mode in modes if round_ % 2 == 0 else modes[::-1]:
+                    run_settings = fresh_kafka(with_pipeline(settings, MODES[mode]),
+                                               broker.bootstrap_servers)
+                    publish(run_settings, make_posts(texts, f"cap{round_}{mode}"))
+                    rate, _, stored = run_scorer(run_settings, engine, storage, args.n)
+                    e2e[mode].append(rate)
 
-            capacity_settings = fresh_kafka(settings, broker.bootstrap_servers)
-            publish(capacity_settings, make_posts(texts, "cap"))
-            e2e, _, stored = run_scorer(capacity_settings, engine, storage, args.n)
-
-            half = e2e / 2
-            latency_n = args.latency_n or max(200, int(half * 20))
-            lat_texts = [source[i % len(source)] for i in range(latency_n)]
-            latency_settings = fresh_kafka(settings, broker.bootstrap_servers)
-            _, metrics, _ = run_scorer(latency_settings, engine, storage, latency_n,
-                                       posts=make_posts(lat_texts, "lat"), rate=half)
+            for mode in modes:
+                half = statistics.median(e2e[mode]) / 2
+                latency_n = args.latency_n or max(200, int(half * 20))
+                lat_texts = [source[i % len(source)] for i in range(latency_n)]
+                run_settings = fresh_kafka(with_pipeline(settings, MODES[mode]),
+                                           broker.bootstrap_servers)
+                _, metrics, _ = run_scorer(run_settings, engine, storage, latency_n,
+                                           posts=make_posts(lat_texts, f"lat{mode}"), rate=half)
+                latency[mode] = (half, latency_n, metrics)
             storage.dispose()
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
-    result = {
-        "n": args.n, "stored": stored, "engine": engine.info["backend"] + "/" + engine.info["dtype"],
-        "engine_texts_per_s": round(bare, 1),
-        "engine_microbatch_texts_per_s": round(micro, 1),
+    engine_rate, micro_rate = statistics.median(bare), statistics.median(micro)
+    result: dict[str, Any] = {
+        "n": args.n, "rounds": args.rounds, "stored": stored,
+        "engine": engine.info["backend"] + "/" + engine.info["dtype"],
+        "engine_texts_per_s": round(engine_rate, 1),
+        "engine_microbatch_texts_per_s": round(micro_rate, 1),
         "max_batch_size": settings.scorer.max_batch_size,
-        "e2e_texts_per_s": round(e2e, 1),
-        "e2e_vs_engine": round(e2e / bare, 3),
-        "e2e_vs_engine_microbatch": round(e2e / micro, 3),
-        "latency_rate_per_s": round(half, 1), "latency_n": latency_n,
-        "latency_p50_s": round(quantile(metrics, 0.50), 3),
-        "latency_p99_s": round(quantile(metrics, 0.99), 3),
     }
+    for mode in modes:
+        prefix = "" if mode == "pipelined" else f"{mode}_"
+        rate = statistics.median(e2e[mode])
+        half, latency_n, metrics = latency[mode]
+        result.update({
+            f"{prefix}e2e_texts_per_s": round(rate, 1),
+            f"{prefix}e2e_rounds": [round(r, 1) for r in e2e[mode]],
+            f"{prefix}e2e_vs_engine": round(rate / engine_rate, 3),
+            f"{prefix}e2e_vs_engine_microbatch": round(rate / micro_rate, 3),
+            f"{prefix}latency_rate_per_s": round(half, 1), f"{prefix}latency_n": latency_n,
+            f"{prefix}latency_p50_s": round(quantile(metrics, 0.50), 3),
+            f"{prefix}latency_p99_s": round(quantile(metrics, 0.99), 3),
+        })
+    if len(modes) == 2:
+        result["pipeline_speedup"] = round(
+            statistics.median(e2e["pipelined"]) / statistics.median(e2e["serial"]), 3)
     if args.json:
         print(json.dumps(result))
     else:
         for key, value in result.items():
-            print(f"{key:<32} {value}")
+            print(f"{key:<36} {value}")
     return 0
 
 

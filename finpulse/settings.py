@@ -92,6 +92,9 @@ class ScorerSettings(Section):
     # Capped exponential back-off (with jitter) while the database or the broker is down.
     retry_base_s: float = Field(default=0.5, gt=0)
     retry_cap_s: float = Field(default=30.0, gt=0)
+    # Score the next batch on a worker thread while this one is stored, published and
+    # committed (in poll order); off: one batch at a time, start to commit (for debugging).
+    pipeline: bool = True
 
 
 class AlertSettings(Section):

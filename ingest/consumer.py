@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
@@ -31,6 +31,9 @@ from ingest.dlq import DeadLetters, position
 from ingest.entities import TickerExtractor
 
 logger = logging.getLogger(__name__)
+
+# How often ``poll_batch`` checks its ``ready`` callback while no message arrives.
+READY_CHECK_MS = 10
 
 
 @dataclass(frozen=True)
@@ -171,16 +174,21 @@ class PostConsumer:
             total += max(high - self._consumer.position(tp), 0)
         return total if known else None
 
-    def poll_batch(self, max_records: int, max_wait_ms: int) -> PolledBatch:
+    def poll_batch(
+        self, max_records: int, max_wait_ms: int, *, ready: Callable[[], bool] | None = None
+    ) -> PolledBatch:
         """Collect up to ``max_records`` messages, waiting at most ``max_wait_ms``.
 
-        Returns as soon as ``max_records`` messages are in hand or ``max_wait_ms`` has
-        passed since the call began (an empty batch when nothing arrived). Malformed
-        messages are on the DLQ, flushed, when this returns.
+        Returns as soon as ``max_records`` messages are in hand, ``max_wait_ms`` has
+        passed since the call began, or ``ready()`` is true (an empty batch when nothing
+        arrived). Malformed messages are on the DLQ, flushed, when this returns.
 
         Args:
             max_records: the batch size limit (valid and invalid messages together).
             max_wait_ms: how long to wait for the batch to fill.
+            ready: checked between fetches (at least every ``READY_CHECK_MS``): once it
+                returns True, stop waiting and return what is in hand (a pipelined
+                caller whose previous batch is ready to be stored).
 
         Returns:
             The batch; nothing is committed.
@@ -202,12 +210,13 @@ class PostConsumer:
         try:
             while len(records) < max_records:
                 remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
+                wait_ms = remaining_ms if ready is None else min(remaining_ms, READY_CHECK_MS)
                 polled = self._consumer.poll(
-                    timeout_ms=remaining_ms, max_records=max_records - len(records)
+                    timeout_ms=wait_ms, max_records=max_records - len(records)
                 )
                 for partition_records in polled.values():
                     records.extend(partition_records)
-                if remaining_ms == 0:
+                if remaining_ms == 0 or (ready is not None and ready()):
                     break
         except KafkaError as exc:
             self._rewind_records(records)

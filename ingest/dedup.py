@@ -98,6 +98,10 @@ class NearDuplicateIndex:
         # finds a 0.7-similar pair 79% of the time): look for candidates 0.2 below it
         # (tuned to 0.5: 99% at 0.7) and confirm each with the signatures' estimate.
         self._lsh = MinHashLSH(threshold=max(threshold - 0.2, 0.1), num_perm=num_perm)
+        # MinHash() draws its permutations anew each time (most of a signature's cost);
+        # these are the same (seed 1), drawn once.
+        template = MinHash(num_perm=num_perm)
+        self._permutations, self._scheme = template.permutations, template.scheme
         self._entries: dict[str, _Entry] = {}
         self._order: deque[str] = deque()
         self._newest: datetime | None = None
@@ -107,7 +111,8 @@ class NearDuplicateIndex:
 
     def signature(self, text: str) -> MinHash:
         """The MinHash signature of a text (after ``normalize``)."""
-        signature = MinHash(num_perm=self.num_perm)
+        signature = MinHash(num_perm=self.num_perm, permutations=self._permutations,
+                            scheme=self._scheme)
         signature.update_batch(list(shingles(normalize(text))))
         return signature
 

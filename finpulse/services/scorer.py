@@ -4,16 +4,27 @@ Delivery is at-least-once from Kafka and effectively-once in the database. One c
 
 1. poll a micro-batch (at most ``max_batch_size`` messages or ``max_wait_ms``); the
    consumer has already sent the malformed ones to the dead-letter topic, flushed;
-2. refuse re-published ids with other content (first write wins, ``conflicting_id``);
-3. score the valid posts in one call to the engine;
+2. score the valid posts in one call to the engine;
+3. refuse re-published ids with other content (first write wins, ``conflicting_id``),
+   reading the batch's already-stored posts once, and give each post its near-duplicate
+   cluster;
 4. write posts and scores in one transaction (idempotent: unique post id, unique
    score per post and model version);
-5. publish what a later step refused to the DLQ, then the scored posts, and flush;
+5. publish what a step refused to the DLQ, then the scored posts, and flush;
 6. commit the batch's offsets.
 
 A crash anywhere before 6 replays the batch; the database ignores what it already holds.
 Between 3 and 4 a shadow model, if the registry flags one, scores the batch too; its scores
 are stored in step 4's transaction, apart from the live ones (``finpulse.services.shadow``).
+
+Pipelining (``scorer.pipeline``, on by default): step 2 of the next batch runs on a worker
+thread while this thread does steps 3-6 of the current one (the engine releases the GIL),
+so the model is not idle during database writes, publishing and commits. Only steps 1-2
+run ahead: the consumer, the producer, the database writes, the clustering (stateful) and
+the commits stay on this thread, batch after batch in poll order, so a batch is committed
+only after every earlier batch was, and a batch that fails or is abandoned stops the loop
+before anything polled after it is stored or committed. With ``pipeline`` off every batch
+finishes step 6 before the next is polled.
 
 Faults follow the one policy of ``finpulse.services.policy``:
 
@@ -35,14 +46,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timezone
 from typing import TypeVar
 
-from finpulse.errors import IngestError, MalformedMessage
+from finpulse.errors import IngestError
 from finpulse.metrics import Metrics
 from finpulse.schemas import ScoredPost
+from finpulse.services.batch import (
+    BatchAbandoned,
+    Refused,
+    ScoredBatch,
+    ScorerStats,
+    partition_progress,
+)
+from finpulse.services.pipeline import run_pipelined, run_serial
 from finpulse.services.policy import Backoff, classify, retry_transient
 from finpulse.services.reloader import (
     ModelReloader,
@@ -60,8 +78,8 @@ from ingest.producer import PostProducer
 from models.inference import SentimentEngine
 
 __all__ = [
-    "CHECKPOINTS", "ModelReloader", "ScorerService", "ScorerStats", "load_engine", "model_input",
-    "register_model",
+    "CHECKPOINTS", "BatchAbandoned", "ModelReloader", "ScoredBatch", "ScorerService", "ScorerStats",
+    "load_engine", "model_input", "partition_progress", "register_model",
 ]
 
 logger = logging.getLogger(__name__)
@@ -71,41 +89,6 @@ CHECKPOINTS = ("after_decode", "after_insert", "after_publish", "before_commit")
 FLUSH_TIMEOUT_S = 30.0
 
 T = TypeVar("T")
-Refused = list[tuple[ConsumedPost, MalformedMessage]]
-
-
-def partition_progress(
-    items: Sequence[tuple[ConsumedPost, ScoredPost]],
-) -> dict[tuple[str, int], datetime]:
-    """The newest ``published_at`` per input partition: the monitor's watermark reads it."""
-    progress: dict[tuple[str, int], datetime] = {}
-    for consumed, post in items:
-        key = (consumed.topic, consumed.partition)
-        if key not in progress or post.published_at > progress[key]:
-            progress[key] = post.published_at
-    return progress
-
-
-class BatchAbandoned(Exception):
-    """``stop`` was set while a step of the batch waited out a transient fault."""
-
-
-@dataclass
-class ScorerStats:
-    """What one scorer run did; the demo prints it."""
-
-    batches: int = 0
-    consumed: int = 0
-    scored: int = 0
-    invalid: int = 0
-    new_rows: int = 0
-    inference_s: float = 0.0
-    started: float = 0.0
-    finished: float = 0.0
-
-    @property
-    def elapsed_s(self) -> float:
-        return max(self.finished - self.started, 1e-9)
 
 
 class ScorerService:
@@ -164,15 +147,35 @@ class ScorerService:
             FinpulseError: a fatal fault (configuration, model).
         """
         self.checkpoint("after_decode")
-        posts, refused = self._guard("store", lambda: split_conflicts(self.storage, batch.posts))
+        return self.complete(self.score_batch(batch, self.engine))
+
+    def score_batch(self, batch: PolledBatch, engine: SentimentEngine) -> ScoredBatch:
+        """Steps 1-2 of a batch: score its valid posts. Touches neither Kafka nor the database,
+        so it may run on another thread while an earlier batch is completed."""
         started = time.perf_counter()
-        pairs, failed = self._score(posts)
-        inference_s = time.perf_counter() - started
-        pairs = self._cluster(pairs)
+        pairs, failed = self._score(batch.posts, engine)
+        return ScoredBatch(batch, pairs, failed, time.perf_counter() - started)
+
+    def complete(self, scored: ScoredBatch) -> int:
+        """Steps 3-6 of a batch: refuse conflicts, cluster, store, publish, commit.
+
+        Returns:
+            The number of posts stored (new or already there) and published.
+
+        Raises:
+            BatchAbandoned: ``stop`` was set while retrying; nothing was committed.
+            FinpulseError: a fatal fault (configuration, model).
+        """
+        batch = scored.batch
+        accepted, refused, checked = self._guard(
+            "store", lambda: split_conflicts(self.storage, [c for c, _ in scored.pairs])
+        )
+        keep = {id(consumed) for consumed in accepted}
+        pairs = self._cluster([pair for pair in scored.pairs if id(pair[0]) in keep])
+        refused += scored.failed
         shadow = self.shadow.score(pairs, self.engine.version)
-        refused += failed
         started = time.perf_counter()
-        new_rows, stored, failed = self._store(pairs, shadow)
+        new_rows, stored, failed = self._store(pairs, checked, shadow)
         self.metrics.db_write_latency.observe(time.perf_counter() - started)
         refused += failed
         if refused:
@@ -186,10 +189,10 @@ class ScorerService:
         self.checkpoint("before_commit")
         self._commit(batch)
         self._count(batch, refused, len(stored))
-        if pairs:
-            self.stats.inference_s += inference_s
-            self.metrics.inference_latency.observe(inference_s)
-            self.metrics.batch_size.observe(len(pairs))
+        if scored.pairs:
+            self.stats.inference_s += scored.inference_s
+            self.metrics.inference_latency.observe(scored.inference_s)
+            self.metrics.batch_size.observe(len(scored.pairs))
         self.stats.new_rows += new_rows
         self.metrics.posts_scored.inc(len(pairs))
         self.metrics.scores_stored.inc(new_rows)
@@ -197,14 +200,16 @@ class ScorerService:
             self.metrics.end_to_end_latency.observe(max(stored_ms - consumed.timestamp_ms, 0.0) / 1000.0)
         return len(stored)
 
-    def _score(self, posts: Sequence[ConsumedPost]) -> tuple[list[tuple[ConsumedPost, ScoredPost]], Refused]:
+    def _score(
+        self, posts: Sequence[ConsumedPost], engine: SentimentEngine
+    ) -> tuple[list[tuple[ConsumedPost, ScoredPost]], Refused]:
         """Score in one engine call; an input that makes the model fail is isolated (``internal``)."""
         now = datetime.now(timezone.utc)
 
         def predict(items: Sequence[ConsumedPost]) -> list[tuple[ConsumedPost, ScoredPost]]:
-            predictions = self.engine.predict([model_input(c.post) for c in items])
+            predictions = engine.predict([model_input(c.post) for c in items])
             return [
-                (c, ScoredPost.from_prediction(c.post, pred, model_version=self.engine.version,
+                (c, ScoredPost.from_prediction(c.post, pred, model_version=engine.version,
                                                scored_at=now))
                 for c, pred in zip(items, predictions, strict=True)
             ]
@@ -225,14 +230,18 @@ class ScorerService:
     def _store(
         self,
         pairs: Sequence[tuple[ConsumedPost, ScoredPost]],
+        checked: Collection[str],
         shadow: dict[str, ScoredPost],
     ) -> tuple[int, list[tuple[ConsumedPost, ScoredPost]], Refused]:
         """Store the scored posts with their shadow scores; rows the database refuses are
-        isolated (``db_refused``)."""
+        isolated (``db_refused``).
+
+        ``checked``: ids ``split_conflicts`` just found stored with the same content.
+        """
 
         def save(items: Sequence[tuple[ConsumedPost, ScoredPost]]) -> int:
             return self.storage.save_scored(
-                [post for _, post in items], progress=partition_progress(items),
+                [post for _, post in items], progress=partition_progress(items), checked=checked,
                 shadow=[shadow[post.id] for _, post in items if post.id in shadow],
                 on_shadow_error=lambda exc: self.shadow.failed("store", exc),
             )
@@ -359,8 +368,10 @@ class ScorerService:
     ) -> ScorerStats:
         """Poll and process until ``stop`` is set (or ``until_consumed`` messages were handled).
 
-        A batch in hand when ``stop`` is set is finished and committed, unless a step of it
-        is waiting out a transient fault: then it is abandoned uncommitted (delivered again).
+        When ``stop`` is set, the batches in hand (with ``pipeline``: the one being
+        completed and the one already scored or being scored) are finished and committed,
+        in order, unless a step waits out a transient fault: then that batch and any after
+        it are abandoned uncommitted (delivered again).
 
         Args:
             stop: set by a signal handler or another thread to end the loop.
@@ -370,28 +381,13 @@ class ScorerService:
         Raises:
             FinpulseError: a fatal fault; counted as ``finpulse_scorer_faults_total{kind="fatal"}``.
         """
-        cfg = self.settings.scorer
         self._stop = stop
         self.stats.started = time.perf_counter()
         try:
-            while not stop.is_set():
-                if until_consumed is not None and self.stats.consumed >= until_consumed:
-                    break
-                if self.reloader is not None:
-                    engine = self._guard("reload", self._reload_check)
-                    if engine is not self.engine:
-                        self._use(engine)
-                    self.shadow.follow(self.reloader, self.engine.version)
-                batch = self._guard(
-                    "poll", lambda: self.consumer.poll_batch(cfg.max_batch_size, cfg.max_wait_ms)
-                )
-                if batch.empty:
-                    continue
-                self.process(batch)
-                if on_batch is not None:
-                    on_batch(len(batch))
+            loop = run_pipelined if self.settings.scorer.pipeline else run_serial
+            loop(self, stop, until_consumed, on_batch)
         except BatchAbandoned as exc:
-            logger.warning("%s; the batch in hand is not committed and will be delivered again", exc)
+            logger.warning("%s; the batches in hand are not committed and will be delivered again", exc)
         except Exception as exc:
             if classify(exc) == "fatal":
                 self.metrics.scorer_faults.labels(kind="fatal").inc()
@@ -400,6 +396,25 @@ class ScorerService:
         finally:
             self.stats.finished = time.perf_counter()
         return self.stats
+
+    def next_batch(self, ready: Callable[[], bool] | None = None) -> PolledBatch:
+        """Check for a new model (models change between batches only), then poll a batch.
+
+        Args:
+            ready: ``PostConsumer.poll_batch``'s ``ready``: stop waiting once it is true.
+
+        Raises:
+            BatchAbandoned: ``stop`` was set while a transient fault was retried.
+        """
+        cfg = self.settings.scorer
+        if self.reloader is not None:
+            engine = self._guard("reload", self._reload_check)
+            if engine is not self.engine:
+                self._use(engine)
+            self.shadow.follow(self.reloader, self.engine.version)
+        return self._guard(
+            "poll", lambda: self.consumer.poll_batch(cfg.max_batch_size, cfg.max_wait_ms, ready=ready)
+        )
 
     def close(self) -> None:
         self.consumer.close()

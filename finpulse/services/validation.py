@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import timezone
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 
@@ -48,24 +48,35 @@ def _differs(first: dict[str, Any], other: dict[str, Any]) -> list[str]:
     return [name for name in CONTENT_FIELDS if first[name] != other[name]]
 
 
-def split_conflicts(
-    storage: Storage, posts: Sequence[ConsumedPost]
-) -> tuple[list[ConsumedPost], list[tuple[ConsumedPost, MalformedMessage]]]:
+class Split(NamedTuple):
+    """What ``split_conflicts`` found in a batch."""
+
+    accepted: list[ConsumedPost]
+    """The posts to store (repeats of identical content included: storing is idempotent)."""
+    refused: list[tuple[ConsumedPost, MalformedMessage]]
+    """The refused posts, each with a ``conflicting_id`` error."""
+    checked: frozenset[str]
+    """Ids of accepted posts already stored with the same content: ``Storage.save_scored``
+    need not read them again (``checked=``)."""
+
+
+def split_conflicts(storage: Storage, posts: Sequence[ConsumedPost]) -> Split:
     """Separate re-published ids with different content from the rest (first write wins).
+
+    The one read of the batch's stored posts: its result goes on to ``save_scored``.
 
     Args:
         storage: the database holding the posts stored so far.
         posts: a batch's valid posts, in order.
 
     Returns:
-        The posts to store (repeats of identical content included: storing is idempotent),
-        and the refused ones with a ``conflicting_id`` error each.
+        The accepted posts, the refused ones, and the accepted ids found stored.
 
     Raises:
         StorageError: the database could not be read.
     """
     if not posts:
-        return [], []
+        return Split([], [], frozenset())
     ids = list(dict.fromkeys(c.post.id for c in posts))
     stored: dict[str, dict[str, Any]] = {}
     with storage.begin() as conn:
@@ -92,7 +103,7 @@ def split_conflicts(
             continue
         first.setdefault(consumed.post.id, mine)
         accepted.append(consumed)
-    return accepted, refused
+    return Split(accepted, refused, frozenset(c.post.id for c in accepted if c.post.id in stored))
 
 
 def as_dead_letter(exc: BaseException) -> MalformedMessage:

@@ -176,3 +176,29 @@ def test_commit_after_leaving_the_group_raises_ingest_error(kafka_settings: Kafk
         consumer.commit(batch)
     with pytest.raises(IngestError, match="closed"):
         consumer.poll_batch(1, 0)
+
+
+def test_poll_batch_stops_waiting_once_ready(kafka_settings: KafkaSettings) -> None:
+    """``ready`` ends the wait for a batch to fill: what is in hand comes back, nothing is lost."""
+    ensure_topics(kafka_settings, partitions=1)
+    with _consumer(kafka_settings) as consumer:
+        wait_for_assignment(consumer)
+        checks = []
+
+        def ready() -> bool:
+            checks.append(True)
+            return len(checks) >= 3
+
+        # Nothing to read and an hour to wait: the third check ends it.
+        assert consumer.poll_batch(10, 3_600_000, ready=ready).empty
+        assert len(checks) == 3
+        with PostProducer(kafka_settings) as producer:
+            for i in range(5):
+                producer.publish_post(make_post(i))
+            producer.flush()
+        got: list[str] = []
+        for _ in range(3000):  # ready() from the start: each call returns what one fetch brought
+            got += [c.post.id for c in consumer.poll_batch(10, 3_600_000, ready=lambda: True).posts]
+            if len(got) >= 5:
+                break
+        assert got == [f"post-{i}" for i in range(5)]

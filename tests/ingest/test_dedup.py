@@ -90,3 +90,16 @@ def test_bad_parameters_are_refused() -> None:
         NearDuplicateIndex(threshold=1.5)
     with pytest.raises(ValueError, match="max_posts"):
         NearDuplicateIndex(max_posts=0)
+
+
+def test_signatures_are_datasketchs_own() -> None:
+    """The index reuses one set of permutations; a signature is what a fresh MinHash gives."""
+    from datasketch import MinHash
+
+    from ingest.dedup import shingles
+
+    index = NearDuplicateIndex(num_perm=64)
+    for text in ("Apple beats estimates", "RT @desk: Boeing shares fall https://x.co/1"):
+        fresh = MinHash(num_perm=64)
+        fresh.update_batch(list(shingles(normalize(text))))
+        assert (index.signature(text).hashvalues == fresh.hashvalues).all()

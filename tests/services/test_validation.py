@@ -55,11 +55,42 @@ def test_split_conflicts_refuses_other_content_under_a_known_id(storage: Storage
         consumed(scored("p-2", timedelta(minutes=1), ("BA",), text="Boeing"), 3),  # other time
         consumed(scored("p-2", timedelta(0), ("BA",), text="Boeing"), 4),          # same again
     ]
-    accepted, refused = split_conflicts(storage, batch)
+    accepted, refused, checked = split_conflicts(storage, batch)
     assert [c.offset for c in accepted] == [0, 2, 4]
+    assert checked == {"p-1"}  # stored, same content: save_scored need not read it again
     assert [(c.offset, e.reason) for c, e in refused] == [(1, "conflicting_id"), (3, "conflicting_id")]
     assert "tickers" in refused[0][1].detail and "already stored" in refused[0][1].detail
     assert "published_at" in refused[1][1].detail and "earlier in the batch" in refused[1][1].detail
+
+
+def test_a_redelivered_batch_reads_its_stored_posts_once(storage: Storage) -> None:
+    first = [scored(f"p-{i}", timedelta(minutes=i), ("AAPL",), text=f"Apple {i}") for i in range(5)]
+    assert storage.save_scored(first) == 5
+    reads: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM posts" in statement:
+            reads.append(statement)
+
+    sa.event.listen(storage.engine, "before_cursor_execute", count)
+    try:
+        again = [consumed(post, i) for i, post in enumerate(first)]
+        again.append(consumed(scored("p-9", timedelta(0), ("BA",), text="Boeing"), 5))
+        accepted, refused, checked = split_conflicts(storage, again)
+        assert (len(accepted), refused, checked) == (6, [], {f"p-{i}" for i in range(5)})
+        new = storage.save_scored([c.post for c in accepted], checked=checked)
+    finally:
+        sa.event.remove(storage.engine, "before_cursor_execute", count)
+    assert new == 1
+    assert len(reads) == 1, reads  # split_conflicts' read; save_scored trusts it
+
+
+def test_save_scored_still_compares_ids_nobody_checked(storage: Storage) -> None:
+    """An id stored after split_conflicts read (another scorer, say) is compared by save_scored."""
+    storage.save_scored([scored("p-1", timedelta(0), ("AAPL",), text="Apple beats")])
+    other = scored("p-1", timedelta(0), ("MSFT",), text="Microsoft misses")
+    assert storage.save_scored([other], checked={"p-2"}) == 0
+    assert stored_tickers(storage, "p-1") == (["AAPL"], ["AAPL"])
 
 
 def test_run_bisecting_isolates_each_failing_item() -> None:
