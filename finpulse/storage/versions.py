@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection
 from finpulse.schemas import WINDOW_SECONDS, Post, ScoredPost
 from finpulse.storage import tables as t
 from finpulse.storage.buckets import epoch_bucket, window_start
-from finpulse.storage.database import Storage, _chunks, _describe, _is_transient, utcnow
+from finpulse.storage.database import Storage, _describe, _is_transient, utcnow
 from finpulse.storage.pages import Page, decode_cursor, paginate
 
 logger = logging.getLogger(__name__)
@@ -63,14 +63,11 @@ def insert_scores(
         raise ValueError(f"role: {role!r} is not a non-live score role")
     now = utcnow()
     rows = list({(p.id, p.model_version): _score_row(p, role, now) for p in posts}.values())
-    new = 0
-    for chunk in _chunks(rows):
-        stmt = (
-            storage.insert(t.scores).values(chunk).on_conflict_do_nothing()
-            .returning(t.scores.c.post_id)
-        )
-        new += len(conn.execute(stmt).all())
-    return new
+    if not rows:
+        return 0
+    # One cached INSERT, executemany (sent as multi-row pages), like ``Storage.save_scored``.
+    stmt = storage.insert(t.scores).on_conflict_do_nothing().returning(t.scores.c.post_id)
+    return len(conn.execute(stmt, rows).all())
 
 
 def save_shadow(
