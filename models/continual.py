@@ -320,7 +320,9 @@ def evaluate_models(
     if not examples:
         return {}
     rows = [(ex.text, ex.label) for ex in examples]
-    return {name: summarise(evaluate_engine(SentimentEngine.load(path, **engine_options), rows))
+    sources = [ex.kind for ex in examples]
+    return {name: summarise(evaluate_engine(SentimentEngine.load(path, **engine_options), rows,
+                                            sources=sources))
             for name, path in models.items()}
 
 
