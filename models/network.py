@@ -68,7 +68,7 @@ def load_encoder(base: str) -> tuple[nn.Module, Any]:
         base: see ``resolve_base``.
 
     Returns:
-        ``(encoder, tokenizer)``; the encoder has no pooling layer.
+        ``(encoder, tokenizer)``; the encoder has no pooling layer and fp32 weights.
 
     Raises:
         ModelError: the encoder or tokenizer cannot be loaded.
@@ -85,7 +85,11 @@ def load_encoder(base: str) -> tuple[nn.Module, Any]:
     hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
-        encoder = AutoModel.from_pretrained(location, add_pooling_layer=False)
+        # fp32 whatever dtype the checkpoint was saved in (transformers 5 would otherwise
+        # keep a half-precision copy in half precision): training needs fp32 weights, and
+        # the engine casts for inference itself.
+        encoder = AutoModel.from_pretrained(location, add_pooling_layer=False,
+                                            dtype=torch.float32)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"cannot load base encoder {base!r}: {exc}") from exc
     finally:
