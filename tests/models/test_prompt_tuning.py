@@ -146,3 +146,17 @@ def test_the_onnx_backend_refuses_a_prompt_model_in_one_line(
         prompt_artifacts: dict[str, Path]) -> None:
     with pytest.raises(ConfigError, match="onnx cannot run a prompt model"):
         SentimentEngine.load(prompt_artifacts["prompt"], device="cpu", dtype="int8")
+
+
+def test_retraining_continues_a_prompt_model_and_restarts_a_ptuning_one(
+        prompt_artifacts: dict[str, Path], tiny_base: Path) -> None:
+    from models.continual import warm_start
+
+    config = TrainConfig(base=str(tiny_base), method="prompt", prompt_tokens=4, max_length=32)
+    started = warm_start(prompt_artifacts["prompt"], config)
+    assert started is not None
+    trainable = {name for name, p in started[0].named_parameters() if p.requires_grad}
+    assert trainable == {"encoder.prompt_encoder.default.embedding.weight", "head.weight",
+                         "head.bias"}
+    ptuning = TrainConfig(base=str(tiny_base), method="ptuning", prompt_tokens=4, max_length=32)
+    assert warm_start(prompt_artifacts["ptuning"], ptuning) is None
