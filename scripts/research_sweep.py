@@ -409,19 +409,23 @@ def _sweep(args: argparse.Namespace) -> int:
     context = get_context("spawn")  # CUDA cannot be shared with forked workers
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool, \
             out.open("a", encoding="utf-8") as sink:
-        pending: set[Future[dict[str, Any]]] = set()
+        pending: dict[Future[dict[str, Any]], str] = {}
         for name, (config, sweep) in configs.items():
-            pending.add(pool.submit(train_one, {
+            pending[pool.submit(train_one, {
                 "name": name, "set": args.configs, "config": config, "sweep": sweep,
                 "split": split, "data": prepared["data"], "check": prepared["check"],
                 "limit": prepared["limit"],
                 "data_dir": str(data_dir), "device": str(device), "work": str(work),
                 "keep": args.keep, "deadline": deadline, "jobs": jobs, "threads": threads,
-            }))
+            })] = name
         while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                row = future.result()
+                name = pending.pop(future)
+                try:
+                    row = future.result()
+                except Exception as exc:  # noqa: BLE001 - e.g. a worker killed (out of memory)
+                    row = {"name": name, "error": f"{type(exc).__name__}: {exc}"}
                 if "skipped" in row:
                     skipped += 1
                     continue
