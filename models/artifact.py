@@ -6,7 +6,8 @@ Layout::
                          pooling, max_length, parameter counts, metrics, sha256 of every
                          file needed to load the model
     train_config.json    the TrainConfig that produced it
-    adapter/             PEFT adapter (lora, ia3): adapter_config.json + adapter_model.safetensors
+    adapter/             PEFT adapter (lora, ia3, prompt, ptuning): adapter_config.json +
+                         adapter_model.safetensors (P-tuning saves the prompt its MLP makes)
     encoder.safetensors  full fine-tuning only: the whole encoder (large; never committed)
     head.safetensors     the classification head
     split.csv            key (sha1 of normalised text), split, label, sources; no text
@@ -32,6 +33,7 @@ from torch import nn
 
 from finpulse.errors import ModelError
 from finpulse.schemas import LABELS
+from models.config import PROMPT_METHODS
 from models.network import (
     DEFAULT_BASE,
     SentimentClassifier,
@@ -39,6 +41,7 @@ from models.network import (
     head_path,
     load_encoder,
     quiet_peft,
+    virtual_tokens,
 )
 
 logger = logging.getLogger(__name__)
@@ -47,7 +50,7 @@ MANIFEST = "manifest.json"
 FORMAT = 1
 ADAPTER_DIR = "adapter"
 ENCODER_FILE = "encoder.safetensors"
-PEFT_METHODS = ("lora", "ia3")
+PEFT_METHODS = ("lora", "ia3", *PROMPT_METHODS)
 
 
 def sha256_file(path: Path) -> str:
@@ -121,7 +124,7 @@ def save_artifact(
         directory: the artifact directory (created if needed; other files are kept).
         model: the trained classifier; its encoder is a PEFT model for lora/ia3.
         base: the base encoder name as given to training.
-        method: ``lora``, ``ia3`` or ``full``.
+        method: ``lora``, ``ia3``, ``prompt``, ``ptuning`` or ``full``.
         max_length: the training max length (a default for inference).
         trainable_params, total_params: parameter counts during training.
         extra: more manifest keys (e.g. ``train_seconds``).
@@ -163,6 +166,7 @@ def save_artifact(
         "method": method,
         "labels": list(LABELS),
         "pooling": "mean",
+        **({"virtual_tokens": virtual_tokens(model.encoder)} if method in PROMPT_METHODS else {}),
         "max_length": max_length,
         "trainable_params": trainable_params,
         "total_params": total_params,
@@ -183,6 +187,8 @@ def load_classifier(
         directory: the artifact directory.
         merge: fold a PEFT adapter into the base weights (faster inference); False keeps
             the adapter as separate modules (the two give the same logits up to rounding).
+            Prompt-tuning and P-tuning adapters have nothing to merge and always stay
+            wrapped (their virtual tokens are added to every input).
         verify: check file checksums against the manifest.
 
     Returns:
@@ -212,7 +218,10 @@ def load_classifier(
 
             with quiet_peft():
                 peft_model = PeftModel.from_pretrained(encoder, str(directory / ADAPTER_DIR))
-            encoder = peft_model.merge_and_unload() if merge else peft_model
+            if merge and method not in PROMPT_METHODS:
+                encoder = peft_model.merge_and_unload()
+            else:
+                encoder = peft_model
         elif method == "full":
             _load_weights(encoder, directory / ENCODER_FILE)
         else:

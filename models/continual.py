@@ -264,8 +264,9 @@ def warm_start(directory: Path, config: TrainConfig) -> tuple[Any, Any] | None:
         config: the run's configuration; its ``method`` and ``base`` must be the artifact's.
 
     Returns:
-        ``(model, tokenizer)`` with the adapter (lora/ia3) or every weight (full) and the
-        head trainable, or None when the artifact was trained another way.
+        ``(model, tokenizer)`` with the adapter (lora/ia3), the prompt (prompt) or every
+        weight (full) and the head trainable, or None when the artifact was trained another
+        way or with P-tuning (its artifact holds the prompt, not the MLP that trained it).
 
     Raises:
         ModelError: the artifact cannot be loaded.
@@ -277,9 +278,14 @@ def warm_start(directory: Path, config: TrainConfig) -> tuple[Any, Any] | None:
         logger.info("champion is %s on %s, the run is %s on %s: training from the base encoder",
                     manifest["method"], manifest["base"], config.method, config.base)
         return None
+    if config.method == "ptuning":
+        # The artifact keeps the prompt the MLP made, not the MLP: nothing to continue.
+        logger.info("P-tuning champion: training from the base encoder")
+        return None
     model, tokenizer, _ = load_classifier(directory, merge=False)
     for name, parameter in model.encoder.named_parameters():
-        parameter.requires_grad_(config.method == "full" or "lora_" in name or "ia3_" in name)
+        parameter.requires_grad_(config.method == "full" or "lora_" in name or "ia3_" in name
+                                 or (config.method == "prompt" and "prompt_encoder" in name))
     for parameter in model.head.parameters():
         parameter.requires_grad_(True)
     model.dropout.p = config.dropout
@@ -320,7 +326,9 @@ def evaluate_models(
     if not examples:
         return {}
     rows = [(ex.text, ex.label) for ex in examples]
-    return {name: summarise(evaluate_engine(SentimentEngine.load(path, **engine_options), rows))
+    sources = [ex.kind for ex in examples]
+    return {name: summarise(evaluate_engine(SentimentEngine.load(path, **engine_options), rows,
+                                            sources=sources))
             for name, path in models.items()}
 
 

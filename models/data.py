@@ -23,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from finpulse.errors import DataError
 from finpulse.schemas import LABELS
@@ -31,6 +32,14 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 _WHITESPACE = re.compile(r"\s+")
+
+SourceKind = Literal["news", "social"]
+#: Names (data-file stems, ``Post.source`` values) that mark social-media text; anything
+#: else counts as news. PhraseBank and FinEntity are news, the Twitter and StockTwits
+#: sets social.
+SOCIAL_HINTS = ("social", "twitter", "tweet", "stocktwits", "stockemotions", "reddit")
+#: The text a ``source_token`` model reads before every input, per source kind.
+SOURCE_MARKERS: dict[str, str] = {"news": "news:", "social": "social:"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,12 @@ class Example:
     label: str
     key: str
     sources: tuple[str, ...]
+
+    @property
+    def kind(self) -> SourceKind:
+        """``social`` when every file the text came from is social, else ``news``."""
+        kinds = {source_kind(source) for source in self.sources}
+        return "social" if kinds == {"social"} else "news"
 
     @property
     def stratum(self) -> str:
@@ -68,6 +83,57 @@ class Dataset:
     examples: list[Example] = field(default_factory=list)
     duplicates: int = 0
     conflicts: int = 0
+
+
+def source_kind(name: str) -> SourceKind:
+    """The kind of a source name (a data file's stem or a post's ``source``).
+
+    Args:
+        name: e.g. ``twitter_fin_train``, ``phrasebank_allagree``, ``news``, ``social``.
+
+    Returns:
+        ``social`` when the name contains one of ``SOCIAL_HINTS``, else ``news``.
+    """
+    lowered = name.lower()
+    return "social" if any(hint in lowered for hint in SOCIAL_HINTS) else "news"
+
+
+def with_marker(text: str, source: str) -> str:
+    """Prefix a text with the marker of its source's kind (what ``source_token`` models read)."""
+    return f"{SOURCE_MARKERS[source_kind(source)]} {text}"
+
+
+def few_shot_sample(examples: Sequence[Example], shots: int, seed: int) -> list[Example]:
+    """Draw ``shots`` examples of each label, seeded (a stratified few-shot training set).
+
+    Each label's examples are ordered by key and shuffled with ``seed`` and the label, so
+    the draw depends only on the examples, ``shots`` and ``seed`` (not on input order),
+    and a larger ``shots`` with the same seed extends the smaller draw.
+
+    Args:
+        examples: the pool (e.g. the training split).
+        shots: examples per label.
+        seed: the random seed.
+
+    Returns:
+        ``shots`` examples per label in ``LABELS`` order, labels interleaved by draw order.
+
+    Raises:
+        DataError: ``shots`` is not positive, or a label has fewer than ``shots`` examples.
+    """
+    if shots < 1:
+        raise DataError(f"shots: must be at least 1, got {shots}")
+    by_label: dict[str, list[Example]] = defaultdict(list)
+    for example in examples:
+        by_label[example.label].append(example)
+    drawn: list[list[Example]] = []
+    for label in LABELS:
+        pool = sorted(by_label[label], key=lambda ex: ex.key)
+        if len(pool) < shots:
+            raise DataError(f"{shots} shots of {label!r} asked for; the pool has {len(pool)}")
+        random.Random(f"{seed}:{label}").shuffle(pool)
+        drawn.append(pool[:shots])
+    return [group[i] for i in range(shots) for group in drawn]
 
 
 def normalise_text(text: str) -> str:

@@ -103,12 +103,16 @@ def compute_metrics(
     }
 
 
-def evaluate_engine(engine: Any, rows: Sequence[tuple[str, str]]) -> dict[str, Any]:
+def evaluate_engine(
+    engine: Any, rows: Sequence[tuple[str, str]], *, sources: Sequence[str] | str | None = None
+) -> dict[str, Any]:
     """Score ``(text, label)`` rows with an engine and compute metrics and throughput.
 
     Args:
         engine: a ``models.inference.SentimentEngine``.
         rows: the labelled texts.
+        sources: each text's source (one name for all, or one per row), for models trained
+            with a source token; see ``SentimentEngine.predict_proba``.
 
     Returns:
         ``compute_metrics``'s dict plus ``texts_per_s``, ``seconds``, ``model_version``
@@ -121,7 +125,7 @@ def evaluate_engine(engine: Any, rows: Sequence[tuple[str, str]]) -> dict[str, A
         raise DataError("nothing to evaluate: no rows")
     texts = [text for text, _ in rows]
     started = time.perf_counter()
-    probabilities = engine.predict_proba(texts)
+    probabilities = engine.predict_proba(texts, sources=sources)
     seconds = time.perf_counter() - started
     metrics = compute_metrics([label for _, label in rows], probabilities, engine.labels)
     metrics.update(

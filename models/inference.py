@@ -8,6 +8,11 @@ Runtime graph with fused attention on CPUs with int8 dot-product units (VNNI/AMX
 bf16 on other CPUs with native bf16 and fp32 elsewhere. Texts longer than ``max_length``
 tokens are split into chunks whose class probabilities are averaged, weighted by chunk
 length, so nothing is silently truncated.
+
+A model trained with ``source_token`` lists its markers in its manifest
+(``source_markers``); the engine then puts the marker of each text's source kind (news or
+social, see ``models.data.source_kind``) after ``[CLS]`` in every chunk of that text, as
+training did.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ import torch
 from finpulse.errors import ConfigError, ModelError
 from finpulse.schemas import Prediction
 from models import DEFAULT_MODEL_DIR
-from models.artifact import load_classifier
+from models.artifact import PROMPT_METHODS, load_classifier
 from models.batching import budget_batches, fixed_batches, pad_numpy
-from models.network import SentimentClassifier
+from models.data import source_kind
+from models.network import SentimentClassifier, virtual_tokens
 from models.onnx_backend import load_onnx, onnxruntime_available
 
 logger = logging.getLogger(__name__)
@@ -175,6 +181,11 @@ class SentimentEngine:
         # The tokenizer's own special tokens around an empty text: [CLS] [SEP] for BERT.
         specials = tokenizer("", add_special_tokens=True)["input_ids"]
         self._prefix, self._suffix = specials[:1], specials[1:]
+        markers = manifest.get("source_markers") or {}
+        self._markers: dict[str, list[int]] = {
+            kind: tokenizer(text, add_special_tokens=False)["input_ids"]
+            for kind, text in markers.items()
+        }
 
     @classmethod
     def load(
@@ -215,6 +226,10 @@ class SentimentEngine:
         artifact = Path(path or DEFAULT_MODEL_DIR)
         model, tokenizer, manifest = load_classifier(artifact, merge=merge)
         onnx = None
+        if chosen == "onnx" and manifest["method"] in PROMPT_METHODS:
+            raise ConfigError(f"backend: onnx cannot run a {manifest['method']} model (its "
+                              "virtual tokens are not exported); use backend torch",
+                              field="backend")
         if chosen == "onnx":
             if not merge:
                 raise ConfigError("backend: onnx needs merged adapters (merge=True)",
@@ -247,18 +262,23 @@ class SentimentEngine:
             "labels": list(self.labels),
             "max_length": self.max_length,
             "batch_tokens": self.batch_tokens,
+            "source_token": bool(self._markers),
         }
 
-    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+    def predict(
+        self, texts: Sequence[str], *, sources: Sequence[str] | str | None = None
+    ) -> list[Prediction]:
         """Classify texts.
 
         Args:
             texts: the texts, any length (long ones are scored in chunks).
+            sources: each text's source (``Post.source``), or one for all; see
+                ``predict_proba``.
 
         Returns:
             One ``Prediction`` per text, in input order; ``score`` = P(positive) - P(negative).
         """
-        probabilities = self.predict_proba(texts)
+        probabilities = self.predict_proba(texts, sources=sources)
         neg, pos = self._index["negative"], self._index["positive"]
         predictions = []
         for row in probabilities.tolist():
@@ -272,7 +292,8 @@ class SentimentEngine:
         return predictions
 
     def predict_proba(
-        self, texts: Sequence[str], *, sort: bool = True, batch_size: int | None = None
+        self, texts: Sequence[str], *, sort: bool = True, batch_size: int | None = None,
+        sources: Sequence[str] | str | None = None,
     ) -> np.ndarray:
         """Class probabilities, shape ``(len(texts), len(labels))``, columns in ``labels`` order.
 
@@ -281,12 +302,21 @@ class SentimentEngine:
             sort: length-sort and batch by token budget (the fast path). False keeps input
                 order and cuts batches of ``batch_size`` (for benchmarking the naive way).
             batch_size: fixed batch size when ``sort`` is False (default 64).
+            sources: each text's source (a ``Post.source`` such as ``news`` or ``social``,
+                or a data file's stem), or one name for all texts. Only a model trained with
+                ``source_token`` reads it; such a model reads a text without a source as
+                news. Other models ignore it.
+
+        Raises:
+            ValueError: ``sources`` is a sequence of another length than ``texts``.
         """
         if isinstance(texts, str):
             raise TypeError("predict expects a sequence of texts, not one string")
+        if not isinstance(sources, (str, type(None))) and len(sources) != len(texts):
+            raise ValueError(f"{len(sources)} sources for {len(texts)} texts")
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        chunks, owners = self._chunk(texts)
+        chunks, owners = self._chunk(texts, sources)
         lengths = [len(chunk) for chunk in chunks]
         if sort:
             # Up to 1,024 texts per pass on the CPU budgets; large (GPU) budgets may hold more.
@@ -314,15 +344,22 @@ class SentimentEngine:
                             torch.from_numpy(mask).to(self.device))
         return torch.softmax(logits.float(), dim=-1).cpu().numpy()
 
-    def _chunk(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
-        """Tokenise texts into chunks of at most ``max_length`` tokens (with special tokens)."""
-        prefix, suffix = self._prefix, self._suffix
-        body = self.max_length - len(prefix) - len(suffix)
+    def _chunk(
+        self, texts: Sequence[str], sources: Sequence[str] | str | None = None
+    ) -> tuple[list[list[int]], np.ndarray]:
+        """Tokenise texts into chunks of at most ``max_length`` tokens (with special tokens
+        and, for a source-token model, the source marker after ``[CLS]`` in every chunk)."""
+        suffix = self._suffix
         encoded = self.tokenizer(list(texts), add_special_tokens=False, truncation=False,
                                  verbose=False)["input_ids"]
         chunks: list[list[int]] = []
         owners: list[int] = []
         for index, ids in enumerate(encoded):
+            prefix = self._prefix
+            if self._markers:
+                source = sources if isinstance(sources, str) or sources is None else sources[index]
+                prefix = prefix + self._markers[source_kind(source or "news")]
+            body = self.max_length - len(prefix) - len(suffix)
             pieces = [ids[start : start + body] for start in range(0, len(ids), body)] or [[]]
             for piece in pieces:
                 chunks.append(prefix + piece + suffix)
@@ -331,8 +368,9 @@ class SentimentEngine:
 
 
 def _position_limit(model: SentimentClassifier) -> int:
+    """Tokens a chunk may hold: the encoder's positions less its virtual prompt tokens."""
     config = model.encoder.config
     limit = getattr(config, "max_position_embeddings", None)
     if not isinstance(limit, int) or limit <= 0:
         raise ModelError("the encoder has no max_position_embeddings")
-    return limit
+    return limit - virtual_tokens(model.encoder)

@@ -4,6 +4,12 @@ all-MiniLM-L6-v2 is a sentence-transformers model trained with mean pooling; its
 pooler was never trained, so the head reads the attention-masked mean of the last hidden
 states instead of the pooler output. PEFT methods wrap the encoder only; the head is
 always fully trained and saved on its own.
+
+Prompt tuning and P-tuning prepend trained virtual tokens to the input embeddings, so the
+encoder returns ``num_virtual_tokens`` more positions than the attention mask has. The
+pooling drops those positions and averages the real tokens only: the virtual tokens steer
+the real tokens' states through attention, and the pooled vector stays a mean over the
+text, as the sentence encoder was trained to produce.
 """
 
 from __future__ import annotations
@@ -62,7 +68,7 @@ def load_encoder(base: str) -> tuple[nn.Module, Any]:
         base: see ``resolve_base``.
 
     Returns:
-        ``(encoder, tokenizer)``; the encoder has no pooling layer.
+        ``(encoder, tokenizer)``; the encoder has no pooling layer and fp32 weights.
 
     Raises:
         ModelError: the encoder or tokenizer cannot be loaded.
@@ -79,7 +85,11 @@ def load_encoder(base: str) -> tuple[nn.Module, Any]:
     hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
-        encoder = AutoModel.from_pretrained(location, add_pooling_layer=False)
+        # fp32 whatever dtype the checkpoint was saved in (transformers 5 would otherwise
+        # keep a half-precision copy in half precision): training needs fp32 weights, and
+        # the engine casts for inference itself.
+        encoder = AutoModel.from_pretrained(location, add_pooling_layer=False,
+                                            dtype=torch.float32)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"cannot load base encoder {base!r}: {exc}") from exc
     finally:
@@ -101,7 +111,21 @@ def base_fingerprint(encoder: nn.Module) -> dict[str, Any]:
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Average the hidden states of the real (unmasked) tokens of each sequence."""
+    """Average the hidden states of the real (unmasked) tokens of each sequence.
+
+    Args:
+        hidden: ``(batch, virtual + length, hidden)``; ``virtual`` leading positions (the
+            virtual tokens of prompt tuning, 0 otherwise) are left out of the mean.
+        attention_mask: ``(batch, length)``, 1 on real tokens.
+
+    Raises:
+        ValueError: ``hidden`` has fewer positions than the mask.
+    """
+    virtual = hidden.shape[1] - attention_mask.shape[1]
+    if virtual < 0:
+        raise ValueError(f"hidden states have {hidden.shape[1]} positions, fewer than the "
+                         f"attention mask's {attention_mask.shape[1]}")
+    hidden = hidden[:, virtual:]
     # Sum in fp32: bf16 cannot even count past 256 tokens exactly.
     mask = attention_mask.unsqueeze(-1).to(torch.float32)
     summed = (hidden.float() * mask).sum(dim=1)
@@ -128,6 +152,15 @@ class SentimentClassifier(nn.Module):
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         pooled = mean_pool(hidden, attention_mask)
         return self.head(self.dropout(pooled))
+
+
+def virtual_tokens(encoder: nn.Module) -> int:
+    """Virtual tokens a prompt-learning PEFT encoder prepends to every input (0 for others)."""
+    configs = getattr(encoder, "peft_config", None)
+    if not configs:
+        return 0
+    config = configs[getattr(encoder, "active_adapter", "default")]
+    return int(getattr(config, "num_virtual_tokens", 0) or 0) if config.is_prompt_learning else 0
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

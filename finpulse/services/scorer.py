@@ -207,7 +207,8 @@ class ScorerService:
         now = datetime.now(timezone.utc)
 
         def predict(items: Sequence[ConsumedPost]) -> list[tuple[ConsumedPost, ScoredPost]]:
-            predictions = engine.predict([model_input(c.post) for c in items])
+            predictions = engine.predict([model_input(c.post) for c in items],
+                                         sources=[c.post.source for c in items])
             return [
                 (c, ScoredPost.from_prediction(c.post, pred, model_version=engine.version,
                                                scored_at=now))

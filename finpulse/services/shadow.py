@@ -74,7 +74,8 @@ class ShadowMode:
             return {}
         started = time.perf_counter()
         try:
-            predictions = engine.predict([model_input(consumed.post) for consumed, _ in pairs])
+            predictions = engine.predict([model_input(consumed.post) for consumed, _ in pairs],
+                                         sources=[consumed.post.source for consumed, _ in pairs])
             now = datetime.now(timezone.utc)
             scored = [
                 ScoredPost.from_prediction(consumed.post, prediction,

@@ -56,10 +56,10 @@ class ExplodingEngine:
         self._engine = engine
         self.version, self.manifest = engine.version, engine.manifest
 
-    def predict(self, texts):
+    def predict(self, texts, *, sources=None):
         if any("EXPLODE" in text for text in texts):
             raise IndexError("index out of range in self")
-        return self._engine.predict(texts)
+        return self._engine.predict(texts, sources=sources)
 
 
 class Running:

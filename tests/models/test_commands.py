@@ -50,6 +50,17 @@ def test_eval_split_test_scores_only_held_out_rows(
     assert report["accuracy"] == pytest.approx(manifest["metrics"]["test_accuracy"], abs=0.03)
 
 
+def test_eval_split_counts_a_text_in_two_files_once(
+    tiny_artifact: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = tmp_path / "copy.csv"
+    copy.write_bytes(tiny_data.read_bytes())
+    run(evaluate, ["eval", "--data", str(tiny_data), "--data", str(copy), "--model",
+                   str(tiny_artifact), "--split", "test", "--json"])
+    manifest = json.loads((tiny_artifact / "manifest.json").read_text())
+    assert json.loads(capsys.readouterr().out)["n"] == manifest["metrics"]["test_n"]
+
+
 def test_eval_human_table(tiny_artifact: Path, tiny_data: Path,
                           capsys: pytest.CaptureFixture[str]) -> None:
     run(evaluate, ["eval", "--data", str(tiny_data), "--model", str(tiny_artifact)])

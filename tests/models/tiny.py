@@ -41,15 +41,19 @@ def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
     return path
 
 
-def build_tiny_base(directory: Path, hidden: int = 32) -> Path:
-    """Save a randomly initialised tiny BERT encoder and its tokenizer into ``directory``."""
+def build_tiny_base(directory: Path, hidden: int = 32, extra_words: tuple[str, ...] = ()) -> Path:
+    """Save a randomly initialised tiny BERT encoder and its tokenizer into ``directory``.
+
+    ``extra_words`` extend the vocabulary (e.g. the source markers' words).
+    """
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     directory.mkdir(parents=True, exist_ok=True)
-    BertTokenizerFast(vocab={word: i for i, word in enumerate(VOCAB)}).save_pretrained(str(directory))
+    vocab = [*VOCAB, *extra_words]
+    BertTokenizerFast(vocab={word: i for i, word in enumerate(vocab)}).save_pretrained(str(directory))
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(VOCAB), hidden_size=hidden, num_hidden_layers=2,
+    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=2,
                         num_attention_heads=2, intermediate_size=2 * hidden,
                         max_position_embeddings=64)
     BertModel(config, add_pooling_layer=False).save_pretrained(str(directory))
