@@ -73,11 +73,11 @@ class ExplodingEngine:
         self.version, self.manifest = engine.version, engine.manifest
         self.calls = 0
 
-    def predict(self, texts):
+    def predict(self, texts, *, sources=None):
         self.calls += 1
         if any("EXPLODE" in text for text in texts):
             raise IndexError("index out of range in self")
-        return self._engine.predict(texts)
+        return self._engine.predict(texts, sources=sources)
 
 
 class TableLock:

@@ -67,7 +67,7 @@ class BrokenModel:
     def __init__(self, engine: SentimentEngine) -> None:
         self.version, self.manifest = "broken-shadow", engine.manifest
 
-    def predict(self, texts):
+    def predict(self, texts, *, sources=None):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
 
