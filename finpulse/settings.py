@@ -65,10 +65,11 @@ class ModelSettings(Section):
     # None: the default model bundled in models/default/.
     path: Path | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # auto: torch on CUDA; the ONNX Runtime int8 graph on CPUs with int8 dot-product units
-    # (VNNI/AMX) when onnxruntime is installed; torch otherwise (docs/configuration.md).
+    # auto: torch on CUDA; on a CPU the ONNX Runtime int8 graph when onnxruntime is
+    # installed, torch otherwise or for prompt-tuned models (docs/configuration.md).
     backend: Literal["auto", "torch", "onnx"] = "auto"
-    # auto: int8 on the onnx backend; bf16 on CUDA and on CPUs with native bf16, else fp32.
+    # auto: int8 on the onnx backend; on torch bf16 on CUDA and on CPUs with native bf16,
+    # else fp32.
     # float32/bfloat16 with backend auto select torch; int8 needs the onnx backend.
     dtype: Literal["auto", "float32", "bfloat16", "int8"] = "auto"
     # Where built ONNX graphs are cached (None: ~/.cache/finpulse/onnx), keyed by version.

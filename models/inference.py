@@ -3,9 +3,10 @@
 Speed comes from a few things, each measured by ``finpulse bench``: PEFT adapters are merged
 into the base weights (no extra adapter matmuls); texts are sorted by length and batched by
 a budget of padded tokens; everything runs under ``torch.inference_mode``; and the backend
-and dtype suit the machine (``resolve_backend``): torch in bf16 on CUDA, an int8 ONNX
-Runtime graph with fused attention on CPUs with int8 dot-product units (VNNI/AMX), torch in
-bf16 on other CPUs with native bf16 and fp32 elsewhere. Texts longer than ``max_length``
+and dtype suit the machine (``resolve_backend``): torch in bf16 on CUDA, and on a CPU an
+ONNX Runtime graph with row-wise int8 matrix products (``models.int8_rows``), falling back
+to torch (bf16 on CPUs with native bf16, fp32 elsewhere) without onnxruntime or for
+prompt-tuned models. Texts longer than ``max_length``
 tokens are split into chunks whose class probabilities are averaged, weighted by chunk
 length, so nothing is silently truncated.
 
@@ -36,11 +37,13 @@ from models.onnx_backend import load_onnx, onnxruntime_available
 
 logger = logging.getLogger(__name__)
 
-#: Default padded tokens per forward pass, per backend. The int8 graph on a 2-core EPYC ran
-#: fastest with the smallest batches tried (256 > 512 ~ 1024 > 2048 > 4096 > 16384 tokens,
-#: 1.9x between 1024 and 16384): a batch's activations then stay in the core's L2 cache.
-#: torch (CUDA above all) wants large batches.
-BATCH_TOKENS = {"onnx": 256, "torch": 16384}
+#: Default padded tokens per forward pass, per backend. The ONNX int8 graph runs fastest with
+#: small batches, whose activations stay in a core's L2 cache: on a 2-core AVX2 EPYC the
+#: row-wise graph gave 315, 334, 323 and 320 texts/s at 256, 512, 1,024 and 2,048 tokens
+#: (medians of 3 interleaved rounds, /tmp-free recipe in docs/configuration.md); the
+#: earlier per-batch graph fell 1.9x between 1,024 and 16,384. torch (CUDA above all)
+#: wants large batches.
+BATCH_TOKENS = {"onnx": 512, "torch": 16384}
 
 
 def cpu_supports_bf16() -> bool:
@@ -91,13 +94,12 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 def resolve_backend(backend: str, dtype: str, device: torch.device) -> tuple[str, str]:
     """Pick the backend and dtype for this machine; explicit choices win.
 
-    ``auto`` means torch (bf16 on CUDA and on CPUs with bf16 units, fp32 elsewhere), and
-    the ONNX Runtime int8 graph only when the dtype ``int8`` is asked for. int8 is opt-in
-    because ONNX Runtime's dynamic quantisation gives a batch one activation scale: a
-    post's label could then depend on the other posts in its batch (seen on the demo
-    stream: one tweet scored negative 0.62 in one run and neutral 0.56 in another). A
-    scorer must give a post the same score whatever rides with it; a calibrated (static)
-    int8 graph would, and could become the CPU default.
+    ``auto`` means, on a CPU, the ONNX Runtime int8 graph when onnxruntime is installed
+    (the fastest CPU path measured, see docs/configuration.md); its activations are
+    quantised per token, so a post's scores do not depend on the other posts in its batch.
+    On CUDA, and on a CPU without onnxruntime, ``auto`` means torch: bf16 on CUDA and on
+    CPUs with native bf16 units, fp32 elsewhere. ``SentimentEngine.load`` also falls back
+    to torch for models the graph cannot hold (prompt tuning, unmerged adapters).
 
     Args:
         backend: ``auto``, ``torch`` or ``onnx``.
@@ -118,7 +120,8 @@ def resolve_backend(backend: str, dtype: str, device: torch.device) -> tuple[str
         raise ConfigError(f"dtype: {dtype!r} is not auto, float32, bfloat16 or int8",
                           field="dtype")
     if backend == "auto":
-        backend = "onnx" if dtype == "int8" else "torch"
+        cpu_int8 = device.type == "cpu" and dtype == "auto" and onnxruntime_available()
+        backend = "onnx" if dtype == "int8" or cpu_int8 else "torch"
     if backend == "onnx":
         if device.type != "cpu":
             raise ConfigError("backend: onnx runs on the CPU only; use torch on CUDA",
@@ -225,6 +228,9 @@ class SentimentEngine:
         chosen, chosen_dtype = resolve_backend(backend, dtype, torch_device)
         artifact = Path(path or DEFAULT_MODEL_DIR)
         model, tokenizer, manifest = load_classifier(artifact, merge=merge)
+        if chosen == "onnx" and backend == "auto" and dtype == "auto" and (
+                manifest["method"] in PROMPT_METHODS or not merge):
+            chosen, chosen_dtype = resolve_backend("torch", "auto", torch_device)
         onnx = None
         if chosen == "onnx" and manifest["method"] in PROMPT_METHODS:
             raise ConfigError(f"backend: onnx cannot run a {manifest['method']} model (its "

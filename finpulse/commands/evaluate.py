@@ -28,7 +28,7 @@ def register(subparsers: Any) -> None:
                         help="keep only the rows of this split of the model's split.csv "
                              "(e.g. test: the held-out rows the model never trained on)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "int8"])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
 
