@@ -24,7 +24,7 @@ import torch
 from finpulse.errors import DataError
 from models.evaluate import compute_metrics
 from models.hf_pipeline import make_pipeline, pipeline_proba
-from models.inference import SentimentEngine
+from models.inference import SentimentEngine, cpu_supports_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,6 @@ def _one_per_call(engine: SentimentEngine) -> Scorer:
 def _variants(model: str | Path | None, device: str, cache_dir: Path | None,
               default_dtype: str, backend: str) -> tuple[dict[str, Scorer], SentimentEngine]:
     fp32 = SentimentEngine.load(model, device=device, dtype="float32", backend="torch")
-    bf16 = SentimentEngine.load(model, device=device, dtype="bfloat16", backend="torch")
     default = SentimentEngine.load(model, device=device, dtype=default_dtype, backend=backend,
                                    cache_dir=cache_dir)
     pipe = make_pipeline(fp32.model, fp32.tokenizer, fp32.labels)
@@ -90,8 +89,11 @@ def _variants(model: str | Path | None, device: str, cache_dir: Path | None,
         "hf_pipeline": lambda texts: pipeline_proba(pipe, texts, fp32.labels, fp32.max_length),
         "fixed_batches_fp32": lambda texts: fp32.predict_proba(texts, sort=False, batch_size=64),
         "sorted_fp32": fp32.predict_proba,
-        "sorted_bf16": bf16.predict_proba,
     }
+    if fp32.device.type != "cpu" or cpu_supports_bf16():
+        # Without bf16 units a CPU emulates it (24 texts/s against fp32's 174 on an AVX2 EPYC).
+        bf16 = SentimentEngine.load(model, device=device, dtype="bfloat16", backend="torch")
+        variants["sorted_bf16"] = bf16.predict_proba
     if fp32.manifest["method"] in ("lora", "ia3"):
         unmerged = SentimentEngine.load(model, device=device, dtype="float32", backend="torch",
                                         merge=False)
