@@ -245,7 +245,10 @@ def assemble(
 
 
 def _feedback_example(item: FeedbackItem) -> Example:
-    return Example(item.text, item.label, text_key(item.text), (FEEDBACK_SOURCE,))
+    """The labelled post as a training example; its source (``feedback:social``) keeps the
+    post's kind, so a ``source_token`` model trains on and is judged with the right marker."""
+    return Example(item.text, item.label, text_key(item.text),
+                   (f"{FEEDBACK_SOURCE}:{item.source}",))
 
 
 def shuffle_labels(data: RetrainData, seed: int) -> RetrainData:

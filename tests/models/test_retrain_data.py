@@ -60,6 +60,19 @@ def test_gold_set_is_never_in_training_or_validation(base):
     assert data.counts["gold"] == len(gold_keys) == 30
 
 
+def test_feedback_keeps_its_posts_source_kind(base):
+    """A label on a social post trains and is judged as social (the source-token marker)."""
+    config, split_file = base
+    items = [FeedbackItem(f"s{i}", f"to the moon item {i}", "positive", "social",
+                          NOW - timedelta(days=i)) for i in range(5)] + feedback(5, start=5)
+    data = assemble(config, items, gold_split=split_file, policy=MixPolicy(feedback_holdout=0.4),
+                    warm=False, now=NOW)
+    kinds = {ex.text: ex.kind for ex in (*data.train, *data.feedback_eval)
+             if ex.sources[0].startswith("feedback:")}
+    assert {kinds[item.text] for item in items[:5]} == {"social"}
+    assert {kinds[item.text] for item in items[5:]} == {"news"}
+
+
 def test_a_different_seed_still_keeps_gold_out(base):
     """With another split (seed), the gold rows fall into its train split and are removed."""
     config, split_file = base
@@ -75,11 +88,13 @@ def test_newest_feedback_is_held_back_and_weights_decay_with_age(base):
     policy = MixPolicy(feedback_holdout=0.2, feedback_weight=4.0, feedback_half_life_days=3.0)
     data = assemble(config, items, gold_split=split_file, policy=policy, warm=False, now=NOW)
     assert [ex.text for ex in data.feedback_eval] == [items[0].text, items[1].text]
-    fed = {ex.text: w for ex, w in zip(data.train, data.weights) if ex.sources == ("feedback",)}
+    fed = {ex.text: w for ex, w in zip(data.train, data.weights)
+           if ex.sources == ("feedback:news",)}
     assert set(fed) == {item.text for item in items[2:]}
     assert fed[items[2].text] == pytest.approx(4.0 * 0.5 ** (2 / 3))
     assert fed[items[2].text] > fed[items[9].text]
-    base_weights = [w for ex, w in zip(data.train, data.weights) if ex.sources != ("feedback",)]
+    base_weights = [w for ex, w in zip(data.train, data.weights)
+                    if ex.sources != ("feedback:news",)]
     assert set(base_weights) == {1.0}
     assert recency_weight(NOW, NOW, policy) == 4.0
     # A later label of the same text replaces an earlier one.
