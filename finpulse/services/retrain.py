@@ -234,9 +234,13 @@ class RetrainService:
                                metrics=manifest["metrics"], artifact_path=str(output.resolve()),
                                trainable_params=manifest.get("trainable_params"))
         models = {"champion": champion_dir, "challenger": output}
+        # The gate judges both models as the scorers run them (backend, dtype, graph cache):
+        # on a CPU that is the int8 graph, and the challenger's graph built here is the one
+        # a scorer then loads from the cache when the challenger is promoted.
         engine = self.settings.model
         options = {"device": self.device, "dtype": engine.dtype, "max_length": engine.max_length,
-                   "batch_tokens": engine.batch_tokens}
+                   "batch_tokens": engine.batch_tokens, "backend": engine.backend,
+                   "cache_dir": engine.cache_dir}
         gold = evaluate_models(models, data.gold, **options)
         feedback = evaluate_models(models, data.feedback_eval, **options)
         decision, reason = judge(gold, feedback, self.gate)

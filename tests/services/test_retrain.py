@@ -36,6 +36,7 @@ from models.artifact import read_manifest
 from models.config import TrainConfig
 from models.continual import read_gold_keys, shuffle_labels
 from models.data import read_split
+from models.onnx_backend import graph_path
 from tests.models.tiny import build_tiny_base, make_rows, write_csv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -192,6 +193,35 @@ def test_broken_challenger_is_rejected_with_the_reason_recorded(champion_dir, sq
             "finpulse_retrain_runs_total", {"decision": "rejected"}) == 1.0
     finally:
         storage.dispose()
+
+
+def test_the_gate_judges_the_int8_graph_the_scorer_then_loads_from_the_cache(
+    champion_dir, storage, tmp_path
+):
+    """With the default engine settings on a CPU, the gate scores both models with the int8
+    graph, and the challenger's graph it built is the one a scorer loads once promoted."""
+    pytest.importorskip("onnxruntime")
+    champion, base, data = champion_dir
+    registry = ModelRegistry(storage)
+    promote(registry, champion)
+    add_feedback(storage, t.feedback, 40)
+    cache = tmp_path / "graphs"
+    settings = Settings.load(
+        database_url=storage.url,
+        retrain={"output_dir": str(tmp_path / "challengers"),
+                 "gold_split": str(champion / "split.csv")},
+        model={"device": "cpu", "cache_dir": str(cache)})
+    service = RetrainService(settings, storage, Metrics(CollectorRegistry()), device="cpu")
+    challenger = service.run_once(tiny_config(base, data, epochs=1))["challenger"]
+
+    built = graph_path(cache, challenger, "int8")
+    assert built.is_file()  # the gate built it
+    before = built.stat().st_mtime_ns
+    if registry.champion().version != challenger:  # rejected: promote it by hand
+        registry.promote(challenger)
+    engine = ModelReloader(settings, registry).initial()
+    assert (engine.version, engine.backend, engine.info["dtype"]) == (challenger, "onnx", "int8")
+    assert built.stat().st_mtime_ns == before  # loaded from the cache, not rebuilt
 
 
 def test_a_failed_run_is_recorded_and_promotes_nothing(champion_dir, sqlite_url, tmp_path):
