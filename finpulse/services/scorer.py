@@ -122,8 +122,8 @@ class ScorerService:
         self._backoff = Backoff(base_s=cfg.retry_base_s, cap_s=cfg.retry_cap_s)
         self._stop = threading.Event()
         # Near-duplicate clusters, in memory per process, warmed from the newest stored posts.
-        self.dedup = NearDuplicateIndex()
-        self.dedup.seed(storage.scores(limit=20_000))
+        self.dedup = NearDuplicateIndex(max_posts=cfg.dedup_max_posts)
+        self.dedup.seed(storage.scores(limit=min(20_000, cfg.dedup_max_posts)))
         self._use(engine)
         self.shadow = ShadowMode(metrics, shadow)
 
