@@ -40,9 +40,8 @@ logger = logging.getLogger(__name__)
 #: Default padded tokens per forward pass, per backend. The ONNX int8 graph runs fastest with
 #: small batches, whose activations stay in a core's L2 cache: on a 2-core AVX2 EPYC the
 #: row-wise graph gave 315, 334, 323 and 320 texts/s at 256, 512, 1,024 and 2,048 tokens
-#: (medians of 3 interleaved rounds, /tmp-free recipe in docs/configuration.md); the
-#: earlier per-batch graph fell 1.9x between 1,024 and 16,384. torch (CUDA above all)
-#: wants large batches.
+#: (medians of 3 interleaved rounds, see docs/configuration.md); the earlier per-batch
+#: graph fell 1.9x between 1,024 and 16,384. torch (CUDA above all) wants large batches.
 BATCH_TOKENS = {"onnx": 512, "torch": 16384}
 
 

@@ -24,6 +24,7 @@ processes that build it at the same time never read half a file.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -55,6 +56,7 @@ def onnxruntime_available() -> bool:
     return True
 
 
+@functools.cache
 def cpu_supports_int8() -> bool:
     """True when the CPU has int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX)."""
     try:

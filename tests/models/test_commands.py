@@ -12,6 +12,7 @@ from finpulse.commands import bench, evaluate
 from finpulse.commands import train as train_command
 from finpulse.errors import ConfigError, DataError, ModelError
 from finpulse.settings import Settings
+from models.inference import cpu_supports_bf16
 from tests.models.tiny import make_rows, write_csv
 
 CONTRACT = {"n", "accuracy", "macro_f1", "weighted_f1", "per_class", "confusion", "ece",
@@ -105,8 +106,6 @@ def test_bench_json(tmp_path: Path, tiny_artifact: Path,
                        "--naive-n", "10", "--rounds", "1", "--device", "cpu", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n"] == 60
-    from models.inference import cpu_supports_bf16
-
     assert {"one_per_call", "hf_pipeline", "fixed_batches_fp32", "unmerged_sorted_fp32",
             "sorted_fp32", "engine_default"} <= set(result["texts_per_s"])
     # bf16 only where the CPU has bf16 units (elsewhere torch emulates it, slowly).
