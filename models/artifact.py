@@ -4,7 +4,8 @@ Layout::
 
     manifest.json        version, created, base (+ architecture fingerprint), method, labels,
                          pooling, max_length, parameter counts, metrics, sha256 of every
-                         file needed to load the model
+                         file needed to load the model; a distilled student's also lists
+                         ``student_layers``, the base's blocks it keeps
     train_config.json    the TrainConfig that produced it
     adapter/             PEFT adapter (lora, ia3, prompt, ptuning): adapter_config.json +
                          adapter_model.safetensors (P-tuning saves the prompt its MLP makes)
@@ -31,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from finpulse.errors import ModelError
+from finpulse.errors import ConfigError, ModelError
 from finpulse.schemas import LABELS
 from models.config import PROMPT_METHODS
 from models.network import (
@@ -39,6 +40,7 @@ from models.network import (
     SentimentClassifier,
     base_fingerprint,
     head_path,
+    keep_layers,
     load_encoder,
     quiet_peft,
     virtual_tokens,
@@ -205,6 +207,12 @@ def load_classifier(
     if verify:
         verify_checksums(directory, manifest)
     encoder, tokenizer = load_encoder(manifest["base"])
+    if manifest.get("student_layers"):
+        # A distilled student: the same base with only these blocks (see TrainConfig).
+        try:
+            keep_layers(encoder, manifest["student_layers"])
+        except ConfigError as exc:
+            raise ModelError(f"{directory}: {exc}") from exc
     expected = manifest.get("base_fingerprint") or {}
     actual = base_fingerprint(encoder)
     diff = {k: (v, actual.get(k)) for k, v in expected.items() if actual.get(k) != v}

@@ -78,9 +78,11 @@ def _one_per_call(engine: SentimentEngine) -> Scorer:
     return lambda texts: np.concatenate([engine.predict_proba([t]) for t in texts])
 
 
-def _variants(model: str | Path | None, device: str, cache_dir: Path | None,
-              default_dtype: str, backend: str) -> tuple[dict[str, Scorer], SentimentEngine]:
-    fp32 = SentimentEngine.load(model, device=device, dtype="float32", backend="torch")
+def _variants(model: str | Path | None, baseline: str | Path | None, device: str,
+              cache_dir: Path | None, default_dtype: str,
+              backend: str) -> tuple[dict[str, Scorer], SentimentEngine, SentimentEngine]:
+    reference = baseline or model
+    fp32 = SentimentEngine.load(reference, device=device, dtype="float32", backend="torch")
     default = SentimentEngine.load(model, device=device, dtype=default_dtype, backend=backend,
                                    cache_dir=cache_dir)
     pipe = make_pipeline(fp32.model, fp32.tokenizer, fp32.labels)
@@ -92,21 +94,24 @@ def _variants(model: str | Path | None, device: str, cache_dir: Path | None,
     }
     if fp32.device.type != "cpu" or cpu_supports_bf16():
         # Without bf16 units a CPU emulates it (24 texts/s against fp32's 174 on an AVX2 EPYC).
-        bf16 = SentimentEngine.load(model, device=device, dtype="bfloat16", backend="torch")
+        bf16 = SentimentEngine.load(reference, device=device, dtype="bfloat16", backend="torch")
         variants["sorted_bf16"] = bf16.predict_proba
     if fp32.manifest["method"] in ("lora", "ia3"):
-        unmerged = SentimentEngine.load(model, device=device, dtype="float32", backend="torch",
-                                        merge=False)
+        unmerged = SentimentEngine.load(reference, device=device, dtype="float32",
+                                        backend="torch", merge=False)
         variants["unmerged_sorted_fp32"] = unmerged.predict_proba
     if fp32.device.type == "cpu" and default.backend != "onnx":
         try:  # the int8 graph, for comparison, where the machine can run it
-            int8 = SentimentEngine.load(model, device=device, dtype="int8", backend="onnx",
+            int8 = SentimentEngine.load(reference, device=device, dtype="int8", backend="onnx",
                                         cache_dir=cache_dir)
             variants["onnx_int8"] = int8.predict_proba
         except Exception as exc:  # noqa: BLE001 - a comparison row, not the engine
             logger.info("onnx_int8 variant skipped: %s", exc)
+    if baseline is not None:  # the engine's model in fp32 too: its own int8-vs-fp32 check
+        variants["default_fp32"] = SentimentEngine.load(
+            model, device=device, dtype="float32", backend="torch").predict_proba
     variants["engine_default"] = default.predict_proba
-    return variants, default
+    return variants, default, fp32
 
 
 def run_bench(
@@ -119,6 +124,7 @@ def run_bench(
     cache_dir: str | Path | None = None,
     dtype: str = "auto",
     backend: str = "auto",
+    baseline: str | Path | None = None,
 ) -> dict[str, Any]:
     """Measure texts/s (and macro-F1 with labels) of several ways to score the same texts.
 
@@ -128,7 +134,9 @@ def run_bench(
     (length-sorted token-budget batches, torch), ``unmerged_sorted_fp32`` (PEFT adapter kept
     separate; PEFT artifacts only), ``onnx_int8`` (when the default is not
     already that) and ``engine_default`` (what ``SentimentEngine.load`` picks, or the given
-    ``dtype``/``backend``).
+    ``dtype``/``backend``). With a ``baseline`` model every variant but the engine's runs
+    that model (e.g. the full-depth teacher of a distilled default: what a user would
+    otherwise run), and ``default_fp32`` adds the engine's own model in torch fp32.
 
     Args:
         data: the texts (and optional labels).
@@ -139,17 +147,22 @@ def run_bench(
         cache_dir: where ONNX graphs are cached.
         dtype: the engine's dtype setting (``auto`` picks per machine).
         backend: the engine's backend setting (``auto`` picks per machine).
+        baseline: artifact the naive variants run; None: ``model`` itself.
 
     Returns:
-        ``n``, ``naive_n``, ``rounds``, ``model_version``, ``device``, ``threads``,
+        ``n``, ``naive_n``, ``rounds``, ``model_version``, ``baseline_version``, ``device``,
+        ``threads``,
         ``default_backend``, ``default_dtype``, ``texts_per_s`` (variant -> median rate),
         ``texts_per_s_rounds`` (variant -> rate per round), ``speedup_vs_one_per_call`` and
         ``speedup_vs_hf_pipeline`` (median over rounds of the ratio within each round) and,
-        with labels, ``macro_f1`` (variant -> macro-F1 on all ``n`` texts) and ``macro_f1_delta_vs_fp32`` (variant -> minus ``sorted_fp32``'s).
+        with labels, ``macro_f1`` (variant -> macro-F1 on all ``n`` texts),
+        ``macro_f1_delta_vs_fp32`` (variant -> minus ``sorted_fp32``'s) and, with a
+        baseline, ``engine_default_delta_vs_its_fp32``.
     """
     texts = data.texts
-    variants, default = _variants(model, device, Path(cache_dir) if cache_dir else None,
-                                  dtype, backend)
+    variants, default, reference = _variants(model, baseline, device,
+                                             Path(cache_dir) if cache_dir else None, dtype,
+                                             backend)
     naive = texts[:naive_n]
     samples: dict[str, list[float]] = {name: [] for name in variants}
     probabilities: dict[str, np.ndarray] = {}
@@ -167,6 +180,7 @@ def run_bench(
         "naive_n": len(naive),
         "rounds": max(1, rounds),
         "model_version": default.version,
+        "baseline_version": reference.version,
         "device": default.info["device"],
         "default_backend": default.backend,
         "default_dtype": default.info["dtype"],
@@ -184,6 +198,9 @@ def run_bench(
               for name, probs in probabilities.items()}
         report["macro_f1"] = f1
         report["macro_f1_delta_vs_fp32"] = {k: round(v - f1["sorted_fp32"], 4) for k, v in f1.items()}
+        if "default_fp32" in f1:  # the engine's model against itself in fp32
+            report["engine_default_delta_vs_its_fp32"] = round(
+                f1["engine_default"] - f1["default_fp32"], 4)
     return report
 
 

@@ -73,6 +73,21 @@ class TrainConfig:
         ptuning_hidden: hidden size of the P-tuning prompt encoder (MLP).
         source_token: prefix every text with its source kind (``news:`` or ``social:``),
             in training and, through the artifact's manifest, in inference.
+        student_layers: keep only these transformer blocks of the base (indices,
+            increasing), e.g. ``[0, 2, 4]`` for a 3-block student of a 6-block encoder;
+            None keeps them all. The artifact records them, so the engine builds the same
+            shallower network (about ``len / depth`` of the compute per text).
+        teacher: artifact directories whose averaged class probabilities the model also
+            learns (knowledge distillation; several = an ensemble); empty: labels only.
+        distill_weight: share of the loss that comes from the teachers (the rest is the
+            cross-entropy on the gold labels); used only with ``teacher``.
+        distill_temperature: softmax temperature of the distillation term (both the
+            teachers' logits and the student's are divided by it; the term is scaled by
+            its square, as in Hinton et al. 2015).
+        student_init: ``base`` starts from the base encoder's blocks; ``teacher`` from the
+            first teacher's fine-tuned blocks and head (same base only): ``full`` trains its
+            merged weights, ``lora`` (from a LoRA teacher) its adapter, with the teacher's
+            rank and targets.
         autocast: ``auto`` trains under bf16 autocast where the hardware supports bf16.
         max_train_examples: use at most this many training examples (quick runs, tests).
         progress: show a progress bar.
@@ -108,6 +123,11 @@ class TrainConfig:
     prompt_init: str = PROMPT_INIT
     ptuning_hidden: int = 128
     source_token: bool = False
+    student_layers: list[int] | None = None
+    teacher: list[str] = field(default_factory=list)
+    distill_weight: float = 0.5
+    distill_temperature: float = 2.0
+    student_init: Literal["base", "teacher"] = "base"
     autocast: Literal["auto", "bf16", "off"] = "auto"
     max_train_examples: int | None = None
     progress: bool = True
@@ -137,6 +157,7 @@ class TrainConfig:
         if not isinstance(self.source_token, bool):
             raise ConfigError(f"source_token: must be true or false, got {self.source_token!r}",
                               field="source_token")
+        self._check_distillation()
         if self.max_train_examples is not None:
             _require_int(self, "max_train_examples", minimum=2)
         if self.lr is not None:
@@ -166,6 +187,30 @@ class TrainConfig:
                 raise ConfigError(f"{name}: a non-empty list of module names", field=name)
         if not set(self.ia3_feedforward) <= set(self.ia3_targets):
             raise ConfigError("ia3_feedforward: must be a subset of ia3_targets", field="ia3_feedforward")
+
+    def _check_distillation(self) -> None:
+        if isinstance(self.teacher, (str, Path)):
+            self.teacher = [str(self.teacher)]
+        if not isinstance(self.teacher, list) or not all(
+                isinstance(item, (str, Path)) and str(item).strip() for item in self.teacher):
+            raise ConfigError("teacher: a list of model directories", field="teacher")
+        self.teacher = [str(item) for item in self.teacher]
+        layers = self.student_layers
+        if layers is not None:
+            if (not isinstance(layers, list) or not layers
+                    or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                               for i in layers)
+                    or any(b <= a for a, b in zip(layers, layers[1:]))):
+                raise ConfigError("student_layers: increasing block indices, e.g. [0, 2, 4], "
+                                  f"got {layers!r}", field="student_layers")
+        _require_float(self, "distill_weight", low=0.0, high=1.0)
+        _require_float(self, "distill_temperature", low=0.0, high=20.0, open_low=True)
+        if self.student_init not in ("base", "teacher"):
+            raise ConfigError("student_init: base or teacher", field="student_init")
+        if self.student_init == "teacher" and (not self.teacher
+                                               or self.method not in ("full", "lora")):
+            raise ConfigError("student_init: teacher needs a teacher and method full or lora",
+                              field="student_init")
 
     @property
     def encoder_lr(self) -> float:

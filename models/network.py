@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from finpulse.errors import ModelError
+from finpulse.errors import ConfigError, ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,42 @@ def load_encoder(base: str) -> tuple[nn.Module, Any]:
         if bars:
             hf_logging.enable_progress_bar()
     return encoder, tokenizer
+
+
+def keep_layers(encoder: nn.Module, layers: Sequence[int]) -> nn.Module:
+    """Keep only the given transformer blocks of a BERT-style encoder (a smaller student).
+
+    Args:
+        encoder: a Hugging Face encoder with ``encoder.layer`` (BERT, MiniLM, RoBERTa...).
+        layers: indices of the blocks to keep, increasing; the others are dropped.
+
+    Returns:
+        The same encoder, now ``len(layers)`` blocks deep (its config says so too, so the
+        artifact's fingerprint records the student's depth). ``config.student_layers``
+        records which blocks of the original base remain (cuts compose).
+
+    Raises:
+        ConfigError: the encoder has no block list, or an index is out of range.
+    """
+    blocks = getattr(getattr(encoder, "encoder", None), "layer", None)
+    if not isinstance(blocks, nn.ModuleList):
+        raise ConfigError(f"student_layers: {type(encoder).__name__} has no encoder.layer "
+                          "block list to choose from", field="student_layers")
+    bad = [i for i in layers if not 0 <= i < len(blocks)]
+    if bad or not layers:
+        raise ConfigError(f"student_layers: {list(layers)} must be indices below the base's "
+                          f"{len(blocks)} blocks", field="student_layers")
+    kept = student_layers(encoder) or list(range(len(blocks)))
+    encoder.encoder.layer = nn.ModuleList(blocks[i] for i in layers)
+    encoder.config.num_hidden_layers = len(layers)
+    encoder.config.student_layers = [kept[i] for i in layers]
+    return encoder
+
+
+def student_layers(encoder: nn.Module) -> list[int] | None:
+    """The base's blocks a student encoder kept (``keep_layers``); None for a whole base."""
+    layers = getattr(encoder.config, "student_layers", None)
+    return list(layers) if layers else None
 
 
 def base_fingerprint(encoder: nn.Module) -> dict[str, Any]:

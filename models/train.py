@@ -4,9 +4,12 @@
 train/validation/test split, fine-tunes with AdamW (linear warm-up then linear decay,
 gradient clipping, class-weighted loss against the ~60% neutral majority), stops early on
 validation macro-F1, restores the best epoch and writes a versioned artifact (see
-``models.artifact``). The held-out test split is scored only once, at the end, by loading
-the saved artifact through the inference engine, so the reported numbers are those of
-exactly what ships.
+``models.artifact``). With ``teacher`` it also distils: the loss mixes the gold labels'
+cross-entropy with the KL divergence to the teachers' softened probabilities, and
+``student_layers`` makes the student shallower than its base (a faster model). The
+held-out test split is scored only once, at the end, by loading the saved artifact through
+the inference engine (as served, and in fp32 beside it when that differs), so the reported
+numbers are those of exactly what ships.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from tqdm.auto import tqdm
 
 from finpulse.errors import ConfigError, DataError, ModelError
 from finpulse.schemas import LABELS
-from models.artifact import save_artifact, update_manifest
+from models.artifact import load_classifier, save_artifact, update_manifest
 from models.batching import budget_batches, grouped_batches, pad
 from models.card import write_card
 from models.config import PROMPT_METHODS, TrainConfig
@@ -41,14 +44,16 @@ from models.inference import SentimentEngine, cpu_supports_bf16, resolve_device
 from models.network import (
     SentimentClassifier,
     count_parameters,
+    keep_layers,
     load_encoder,
     quiet_peft,
     resolve_base,
+    student_layers,
 )
 
 __all__ = [
-    "TrainConfig", "TrainingStopped", "apply_method", "layer_lr_scale", "rdrop_loss", "train",
-    "train_on",
+    "TrainConfig", "TrainingStopped", "apply_method", "distill_loss", "layer_lr_scale",
+    "rdrop_loss", "teacher_probabilities", "train", "train_on",
 ]
 
 logger = logging.getLogger(__name__)
@@ -248,11 +253,11 @@ def train_on(
                 split or {"train": train_set, "validation": validation, "test": test})
     config.save(output)
 
-    if init is None:
-        encoder, tokenizer = load_encoder(config.base)
-        model = SentimentClassifier(apply_method(encoder, config), len(LABELS), config.dropout)
-    else:
-        model, tokenizer = init
+    model, tokenizer = _build_model(config) if init is None else init
+    kept = student_layers(model.encoder)
+    soft_targets, teachers = None, []
+    if config.teacher:
+        soft_targets, teachers = teacher_probabilities(config.teacher, train_set, torch_device)
     model.to(torch_device)
     trainable, total = count_parameters(model)
     logger.info("%s on %s: %d of %d parameters trainable (%.2f%%); %d train, %d validation, "
@@ -261,7 +266,7 @@ def train_on(
 
     started = time.perf_counter()
     history, best_epoch = _fit(model, tokenizer, config, train_set, validation,
-                               torch_device, output, weights, stop)
+                               torch_device, output, weights, stop, soft_targets)
     train_seconds = time.perf_counter() - started
     model.cpu().float().eval()
     manifest = save_artifact(
@@ -270,6 +275,8 @@ def train_on(
         extra={"train_seconds": round(train_seconds, 1), "best_epoch": best_epoch,
                "epochs_run": len(history), "train_examples": len(train_set),
                **({"source_markers": dict(SOURCE_MARKERS)} if config.source_token else {}),
+               **({"student_layers": kept} if kept else {}),
+               **({"teachers": teachers} if teachers else {}),
                **(extra or {}),
                "hardware": {"device": str(torch_device), "threads": torch.get_num_threads(),
                             "machine": platform.machine(), "bf16_autocast": _uses_bf16(
@@ -284,12 +291,103 @@ def train_on(
     return manifest
 
 
+def _build_model(config: TrainConfig) -> tuple[SentimentClassifier, Any]:
+    """A fresh classifier for ``config``: the base (or, ``student_init: teacher``, the first
+    teacher's fine-tuned network and head), cut to ``student_layers``, ready for the method.
+
+    A LoRA student started from a LoRA teacher keeps the teacher's adapter (on the blocks it
+    keeps) and trains it further, so its artifact stays one small adapter over the base.
+    """
+    if config.student_init != "teacher":
+        encoder, tokenizer = load_encoder(config.base)
+        if config.student_layers is not None:
+            keep_layers(encoder, config.student_layers)
+        return (SentimentClassifier(apply_method(encoder, config), len(LABELS), config.dropout),
+                tokenizer)
+    from models.artifact import read_manifest
+
+    manifest = read_manifest(config.teacher[0])
+    if manifest["base"] != config.base:
+        raise ConfigError(f"student_init: teacher's base {manifest['base']!r} is not "
+                          f"{config.base!r}", field="student_init")
+    if config.method == "lora" and manifest["method"] != "lora":
+        raise ConfigError(f"student_init: a LoRA student starts from a LoRA teacher, not "
+                          f"{manifest['method']}", field="student_init")
+    teacher, tokenizer, _ = load_classifier(config.teacher[0], merge=config.method == "full")
+    encoder = teacher.encoder
+    if config.student_layers is not None:
+        keep_layers(encoder.get_base_model() if config.method == "lora" else encoder,
+                    config.student_layers)
+    if config.method == "lora":
+        for name, parameter in encoder.named_parameters():
+            parameter.requires_grad_("lora_" in name)
+    else:
+        encoder = apply_method(encoder, config)
+    model = SentimentClassifier(encoder, len(LABELS), config.dropout)
+    model.head.load_state_dict(teacher.head.state_dict())
+    return model, tokenizer
+
+
+def teacher_probabilities(
+    paths: list[str], examples: list[Example], device: torch.device
+) -> tuple[torch.Tensor, list[str]]:
+    """The teachers' mean class probabilities for the examples (fp32, each with its source).
+
+    Returns:
+        ``(probabilities, versions)``: shape ``(len(examples), len(LABELS))`` in ``LABELS``
+        order, and the teachers' model versions.
+
+    Raises:
+        ModelError: a teacher cannot be loaded or has other labels.
+    """
+    total = np.zeros((len(examples), len(LABELS)), dtype=np.float64)
+    versions = []
+    for path in paths:
+        engine = SentimentEngine.load(path, device=str(device), dtype="float32",
+                                      backend="torch")
+        if set(engine.labels) != set(LABELS):
+            raise ModelError(f"teacher {path}: labels {list(engine.labels)} are not {list(LABELS)}")
+        started = time.perf_counter()
+        probs = engine.predict_proba([ex.text for ex in examples],
+                                     sources=[ex.kind for ex in examples])
+        order = [engine.labels.index(label) for label in LABELS]
+        total += probs[:, order]
+        versions.append(engine.version)
+        logger.info("teacher %s scored %d training texts in %.0f s", engine.version,
+                    len(examples), time.perf_counter() - started)
+        del engine
+    return torch.tensor(total / len(paths), dtype=torch.float32), versions
+
+
+def distill_loss(logits: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per-example distillation loss: ``T**2 * KL(teacher_T || student_T)``.
+
+    Args:
+        logits: the student's logits, ``(batch, classes)``.
+        teacher: the teachers' probabilities, same shape (rows sum to 1).
+        temperature: ``T``; both distributions are softened by it (the teacher's
+            probabilities as ``p ** (1 / T)``, renormalised, which is its logits over T).
+
+    Returns:
+        Shape ``(batch,)``; 0 where the student already matches the teacher.
+    """
+    log_student = (logits / temperature).log_softmax(-1)
+    log_teacher = (teacher.clamp_min(1e-12).log() / temperature).log_softmax(-1)
+    kl = (log_teacher.exp() * (log_teacher - log_student)).sum(-1)
+    return kl * temperature ** 2
+
+
 def _fit(
     model: SentimentClassifier, tokenizer: Any, config: TrainConfig, train_set: list[Example],
     validation: list[Example], device: torch.device, output: Path,
     weights: list[float] | None = None, stop: threading.Event | None = None,
+    soft_targets: torch.Tensor | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """Run the epochs; restore the best validation macro-F1 state. Returns (history, best)."""
+    """Run the epochs; restore the best validation macro-F1 state. Returns (history, best).
+
+    ``soft_targets`` (the teachers' probabilities per training example) adds the
+    distillation term, weighted ``distill_weight`` against the labels' cross-entropy.
+    """
     label_index = {label: i for i, label in enumerate(LABELS)}
     ids = _tokenise(tokenizer, model_texts(train_set, config), config.max_length)
     targets = torch.tensor([label_index[ex.label] for ex in train_set])
@@ -334,6 +432,12 @@ def _fit(
                 else:
                     loss = rdrop_loss(loss_fn, logits.float(), again.float(), batch_targets,
                                       config.rdrop)
+                if soft_targets is not None:
+                    distilled = distill_loss(logits.float(), soft_targets[batch].to(device),
+                                             config.distill_temperature)
+                    if sample_weights is None:
+                        distilled = distilled.mean()
+                    loss = (1 - config.distill_weight) * loss + config.distill_weight * distilled
                 if sample_weights is not None:
                     # Per-example weights on top of the class weights; normalised by the
                     # batch's weight, so the loss keeps roughly the scale of "mean".
@@ -401,8 +505,8 @@ def _report(output: Path, test: list[Example], validation: list[Example],
     """Score the test split through the saved artifact, overall and per source, fp32 and auto dtype."""
     engine = SentimentEngine.load(output, device=device, dtype="auto")
     fp32 = None
-    if engine.dtype != torch.float32:
-        fp32 = SentimentEngine.load(output, device=device, dtype="float32")
+    if engine.info["dtype"] != "float32":  # the int8 graph's torch model is fp32: ask info
+        fp32 = SentimentEngine.load(output, device=device, dtype="float32", backend="torch")
 
     def scored(which: SentimentEngine, examples: list[Example]) -> dict[str, Any]:
         return evaluate_engine(which, [(ex.text, ex.label) for ex in examples],

@@ -218,6 +218,8 @@ def train_one(job: dict[str, Any]) -> dict[str, Any]:
     started = time.time()
     try:
         config = TrainConfig.from_dict(job["config"])
+        # Teachers named relative to the repository (models/default) work from any directory.
+        config.teacher = [str(ROOT / item) for item in config.teacher]
         sweep = job["sweep"]
         split = job["split"]
         train_set, validation = list(split["train"]), list(split["validation"])

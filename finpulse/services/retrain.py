@@ -215,6 +215,12 @@ class RetrainService:
 
         cfg = self.settings.retrain
         champion_dir = Path(champion.artifact_path)
+        if config.teacher:
+            # A distilled champion's teachers never saw the analysts' labels: distilling
+            # from them again would pull the challenger back from the corrections.
+            logger.info("retraining without the champion's distillation teachers")
+            config = replace(config, teacher=[], student_init="base",
+                             student_layers=read_manifest(champion_dir).get("student_layers"))
         init = warm_start(champion_dir, config) if cfg.warm_start else None
         if init is not None:
             config = self.warm_config(config, explicit=explicit)

@@ -195,6 +195,43 @@ def test_broken_challenger_is_rejected_with_the_reason_recorded(champion_dir, sq
         storage.dispose()
 
 
+def test_a_distilled_champion_retrains_as_the_same_student_without_its_teachers(
+    champion_dir, sqlite_url, tmp_path
+):
+    """The champion's own configuration names a teacher that is gone: the run neither needs
+    it nor distils from it (it never saw the analysts' labels), and keeps the student's depth."""
+    import shutil
+
+    from models.train import train
+
+    champion, base, data = champion_dir
+    teacher = tmp_path / "teacher"
+    shutil.copytree(champion, teacher)
+    student = tmp_path / "student"
+    train(tiny_config(base, data, epochs=2, student_layers=[1], teacher=[str(teacher)]),
+          student, device="cpu")
+    shutil.rmtree(teacher)
+    storage = Storage(sqlite_url)
+    storage.migrate()
+    try:
+        registry = ModelRegistry(storage)
+        promote(registry, student)
+        add_feedback(storage, t.feedback, 40)
+        service = RetrainService(settings_for(sqlite_url, student, tmp_path), storage,
+                                 Metrics(CollectorRegistry()), device="cpu")
+
+        result = service.run_once()
+
+        manifest = read_manifest(result["artifact"])
+        assert result["started_from"] == "champion"
+        assert manifest["student_layers"] == [1]
+        assert manifest["base_fingerprint"]["num_hidden_layers"] == 1
+        assert "teachers" not in manifest
+        assert storage.retrain_runs()[0].decision in ("promoted", "rejected")
+    finally:
+        storage.dispose()
+
+
 def test_the_gate_judges_the_int8_graph_the_scorer_then_loads_from_the_cache(
     champion_dir, storage, tmp_path
 ):
