@@ -18,6 +18,10 @@ def register(subparsers: Any) -> None:
                     "default, interleaved in rounds, and print median rates (and macro-F1 "
                     "when the file has a label column).")
     parser.add_argument("--model", metavar="DIR", help="artifact directory (default: bundled)")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="artifact the naive variants (one per call, pipeline, torch "
+                             "batches) run, e.g. the full-depth teacher of a distilled "
+                             "--model (default: the model itself)")
     parser.add_argument("--data", "--texts", dest="data", metavar="CSV",
                         help="CSV with a text (and optional label) column "
                              "(default: bench/texts.csv, MIT tweets with labels)")
@@ -42,10 +46,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     cfg = settings.model
     result = run_bench(data, args.model or cfg.path, device=args.device or cfg.device,
                        naive_n=args.naive_n, rounds=args.rounds, cache_dir=cfg.cache_dir,
-                       dtype=cfg.dtype, backend=cfg.backend)
+                       dtype=cfg.dtype, backend=cfg.backend, baseline=args.baseline)
     if args.json:
         print(json.dumps(result))
         return 0
+    if result["baseline_version"] != result["model_version"]:
+        print(f"naive variants run {result['baseline_version']}")
     print(f"model {result['model_version']} on {result['device']} ({result['threads']} threads), "
           f"{result['n']} texts, median of {result['rounds']} rounds; default: "
           f"{result['default_backend']} {result['default_dtype']}")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from finpulse.commands import bench
 from finpulse.errors import DataError
 from models.bench import read_bench_data
+from models.inference import SentimentEngine
 from tests.models.test_commands import run
 from tests.models.tiny import make_rows, write_csv
 
@@ -52,3 +54,36 @@ def test_bench_data_errors(tmp_path: Path) -> None:
     bad.write_text("body\nhello\n", encoding="utf-8")
     with pytest.raises(DataError, match="no 'text' column"):
         read_bench_data(bad)
+
+
+def test_a_baseline_model_runs_the_naive_variants(
+        tmp_path: Path, tiny_base: Path, tiny_data: Path, tiny_artifact: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A distilled student benched against its teacher: the naive variants are the teacher's,
+    ``default_fp32`` is the student's own fp32 run, and each F1 is its own model's."""
+    from models.artifact import read_manifest
+    from models.config import TrainConfig
+    from models.train import train
+
+    student = tmp_path / "student"
+    train(TrainConfig(data=[str(tiny_data)], base=str(tiny_base), method="full", epochs=1,
+                      batch_size=16, max_length=32, student_layers=[1],
+                      teacher=[str(tiny_artifact)], progress=False, autocast="off"),
+          student, device="cpu")
+    data = write_csv(tmp_path / "texts.csv", make_rows(40, seed=3))
+    assert run(bench, ["bench", "--model", str(student), "--baseline", str(tiny_artifact),
+                       "--texts", str(data), "--n", "40", "--naive-n", "8", "--rounds", "1",
+                       "--device", "cpu", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model_version"] == read_manifest(student)["version"]
+    assert result["baseline_version"] == read_manifest(tiny_artifact)["version"]
+    f1 = result["macro_f1"]
+    assert f1["one_per_call"] == f1["hf_pipeline"] == f1["sorted_fp32"]
+    assert "default_fp32" in result["texts_per_s"]
+    assert result["engine_default_delta_vs_its_fp32"] == pytest.approx(
+        f1["engine_default"] - f1["default_fp32"], abs=1e-4)
+    # The teacher's labels and the one-block student's are not the same function.
+    texts = [text for text, _ in make_rows(40, seed=3)]
+    teacher = SentimentEngine.load(tiny_artifact, backend="torch", dtype="float32")
+    own = SentimentEngine.load(student, backend="torch", dtype="float32")
+    assert not np.allclose(teacher.predict_proba(texts), own.predict_proba(texts))
