@@ -45,7 +45,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         endpoint = serve_metrics(metrics, settings)
         if endpoint is not None:
             cleanup.callback(endpoint[0].shutdown)
-        reloader = ModelReloader(settings, ModelRegistry(storage), interval_s=args.reload_interval)
+        reloader = ModelReloader(settings, ModelRegistry(storage), interval_s=args.reload_interval,
+                                 background=True)
         service = ScorerService(settings, engine=reloader.initial(), storage=storage,
                                 metrics=metrics, reloader=reloader)
         cleanup.callback(service.close)

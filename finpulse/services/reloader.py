@@ -4,6 +4,7 @@ and the registry's shadow version beside it, if one is flagged."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -53,8 +54,41 @@ def register_model(registry: ModelRegistry, engine: SentimentEngine, path: Path)
         registry.promote(engine.version)
 
 
+class _Loading:
+    """One engine being loaded on a daemon thread; ``result`` once ``done``."""
+
+    def __init__(self, settings: Settings, version: str, path: str) -> None:
+        self.version = version
+        self.engine: SentimentEngine | None = None
+        self.error: ModelError | None = None
+        self._thread = threading.Thread(target=self._load, args=(settings, path),
+                                        name=f"load-{version}", daemon=True)
+        self._thread.start()
+
+    def _load(self, settings: Settings, path: str) -> None:
+        try:
+            self.engine = load_engine(settings, path)
+        except ModelError as exc:
+            self.error = exc
+        except Exception as exc:  # noqa: BLE001 - reported like a bad artifact, never raised in the thread
+            self.error = ModelError(f"{type(exc).__name__}: {exc}")
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+
 class ModelReloader:
-    """Follows the registry's champion; a model that fails to load never replaces a working one."""
+    """Follows the registry's champion; a model that fails to load never replaces a working one.
+
+    Args:
+        settings: the engine options new models are loaded with.
+        registry: where the champion is read.
+        interval_s: seconds between registry checks (``force`` checks at once).
+        background: load a new champion on a thread while the current model keeps scoring,
+            and switch on the first check after it has loaded (the scorer: building a
+            model's int8 graph takes seconds, which would otherwise stall the stream).
+            False loads it inside the check (one call switches).
+    """
 
     def __init__(
         self,
@@ -62,10 +96,13 @@ class ModelReloader:
         registry: ModelRegistry,
         *,
         interval_s: float = 30.0,
+        background: bool = False,
     ) -> None:
         self._settings = settings
         self._registry = registry
         self._interval_s = interval_s
+        self._background = background
+        self._loading: _Loading | None = None
         self._next_check = 0.0
         self._next_shadow_check = 0.0
         self._failed: set[str] = set()
@@ -95,8 +132,16 @@ class ModelReloader:
         Raises:
             StorageError: the registry could not be read (the scorer retries it).
         """
+        if self._settings.model.path is not None:
+            return current
+        loading = self._loading
+        if loading is not None:
+            if not loading.done():
+                return current
+            self._loading = None
+            return self._switch(current, loading.version, loading.engine, loading.error)
         now = time.monotonic()
-        if self._settings.model.path is not None or (not force and now < self._next_check):
+        if not force and now < self._next_check:
             return current
         # Read first: a database outage raises StorageError (transient) and the next call
         # checks again, instead of skipping the check for a whole interval.
@@ -104,12 +149,23 @@ class ModelReloader:
         self._next_check = now + self._interval_s
         if champion is None or champion.version in (current.version, *self._failed):
             return current
+        if self._background:
+            logger.info("loading new champion %s; %s scores meanwhile", champion.version,
+                        current.version)
+            self._loading = _Loading(self._settings, champion.version, champion.artifact_path)
+            return current
         try:
             engine = load_engine(self._settings, champion.artifact_path)
         except ModelError as exc:
-            self._failed.add(champion.version)
-            logger.error("new champion %s failed to load, keeping %s: %s",
-                         champion.version, current.version, exc)
+            return self._switch(current, champion.version, None, exc)
+        return self._switch(current, champion.version, engine, None)
+
+    def _switch(self, current: SentimentEngine, version: str, engine: SentimentEngine | None,
+                error: ModelError | None) -> SentimentEngine:
+        if engine is None:
+            self._failed.add(version)
+            logger.error("new champion %s failed to load, keeping %s: %s", version,
+                         current.version, error)
             return current
         logger.info("switched model %s -> %s", current.version, engine.version)
         return engine

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -98,4 +100,56 @@ def test_checks_are_rate_limited(artifacts, sqlite_url):
     registry.promote(register(registry, second))
     assert reloader.maybe_reload(engine) is engine  # within the interval: not checked
     assert reloader.maybe_reload(engine, force=True).version == read_manifest(second)["version"]
+    storage.dispose()
+
+
+def _first_other(reloader: ModelReloader, current, deadline_s: float = 120.0):
+    """Check (force) until the reloader hands back something other than ``current``, or give up."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        engine = reloader.maybe_reload(current, force=True)
+        if engine is not current:
+            return engine
+        time.sleep(0.05)
+    return current
+
+
+def test_the_scorer_loads_a_new_champion_in_the_background(artifacts, sqlite_url, tmp_path,
+                                                           caplog):
+    """The scorer's reloader (``background=True``): the check that sees a new champion starts
+    loading it and returns the running model; a later check switches. A champion that fails
+    to load is reported once and never replaces the running model."""
+    caplog.set_level(logging.INFO, logger="finpulse.services.reloader")
+    first, second = artifacts
+    storage = Storage(sqlite_url)
+    storage.migrate()
+    registry = ModelRegistry(storage)
+    settings = Settings.load(database_url=sqlite_url, model={"device": "cpu", "dtype": "float32"})
+    registry.promote(register(registry, first))
+    reloader = ModelReloader(settings, registry, interval_s=3600, background=True)
+    engine = reloader.initial()
+
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(second, corrupt)
+    update_manifest(corrupt, version="corrupt-copy")
+    weights = next(p for p in corrupt.rglob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-64] + bytes(64))
+    registry.promote(register(registry, corrupt))
+    assert reloader.maybe_reload(engine, force=True) is engine  # loading has only started
+    texts = ["profit rise record", "loss plunge lawsuit"]
+    assert [p.label for p in engine.predict(texts)]  # the running model keeps scoring
+    deadline = time.monotonic() + 60
+    while "corrupt-copy failed to load" not in caplog.text and time.monotonic() < deadline:
+        assert reloader.maybe_reload(engine, force=True) is engine
+        time.sleep(0.05)
+    assert "corrupt-copy failed to load" in caplog.text
+    assert reloader.maybe_reload(engine, force=True) is engine
+    assert caplog.text.count("loading new champion corrupt-copy") == 1  # not retried
+
+    registry.promote(register(registry, second))
+    assert reloader.maybe_reload(engine, force=True) is engine
+    swapped = _first_other(reloader, engine)
+    assert swapped.version == read_manifest(second)["version"]
+    direct = SentimentEngine.load(second, device="cpu", dtype="float32")
+    assert swapped.predict(texts) == direct.predict(texts)
     storage.dispose()
