@@ -8,7 +8,10 @@ at ``--load`` x capacity for ``--minutes`` and samples, every ``--every`` second
 resident memory (``VmRSS`` of /proc) and how far the stored rows lag behind the published ones.
 
 It prints the start, peak and end RSS, their growth over the second half of the soak (what a
-leak shows as), and the lag. Run from the repository root::
+leak shows as), and the lag. ``windows`` splits the soak into 90-second spans (nine samples)
+and gives, for each, the rows stored per second, the scorer's CPU use (cores, from
+/proc/PID/stat), posts per batch, and inference and database-write milliseconds per post (from
+the scorer's own /metrics histograms): where a falling rate goes. Run from the repository root::
 
     PYTHONPATH=$PWD python bench/soak.py --minutes 30 --load 0.8 --json
 """
@@ -47,6 +50,37 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds ``pid`` has used (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+#: Scorer histograms whose running sums the soak samples: per-stage time over the soak.
+STAGES = {"finpulse_scorer_batch_size_posts": "posts_in_batches",
+          "finpulse_scorer_inference_latency_seconds": "inference_s",
+          "finpulse_monitor_db_write_latency_seconds": "db_write_s"}
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The scorer's batch count and the running sums of ``STAGES`` from its /metrics."""
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            stage = STAGES.get(sample.name.removesuffix("_sum").removesuffix("_count"))
+            if stage and sample.name.endswith("_sum"):
+                values[stage] = values.get(stage, 0.0) + sample.value
+            if sample.name == "finpulse_scorer_batch_size_posts_count":
+                values["batches"] = values.get("batches", 0.0) + sample.value
+    return values
+
+
 def stored(db: sa.Engine) -> int:
     with db.connect() as conn:
         return conn.execute(sa.text("SELECT count(*) FROM scores")).scalar_one()
@@ -72,6 +106,42 @@ def paced_publisher(settings: Settings, texts: Sequence[str], rate: float, secon
             time.sleep(0.05)
         producer.flush()
         sent[0] = i
+
+
+def windows(samples: list[dict[str, float]], span_s: float) -> list[dict[str, float]]:
+    """Per window of ``span_s`` seconds: rows stored per second, the scorer's CPU use (cores),
+    posts per batch, and inference and database-write milliseconds per post."""
+    out = []
+    marks = [0]
+    for i, sample in enumerate(samples):
+        if sample["t_s"] - samples[marks[-1]]["t_s"] >= span_s:
+            marks.append(i)
+    for a, b in zip(marks, marks[1:]):
+        first, last = samples[a], samples[b]
+        seconds = last["t_s"] - first["t_s"]
+
+        def delta(key: str) -> float:
+            return last.get(key, 0.0) - first.get(key, 0.0)
+
+        posts = delta("posts_in_batches")
+        out.append({
+            "from_s": first["t_s"], "to_s": last["t_s"],
+            "stored_per_s": round(delta("stored") / seconds, 1),
+            "cpu_cores": round(delta("cpu_s") / seconds, 2),
+            "posts_per_batch": round(posts / delta("batches"), 1) if delta("batches") else None,
+            "inference_ms_per_post": round(1000 * delta("inference_s") / posts, 3) if posts else None,
+            "db_write_ms_per_post": round(1000 * delta("db_write_s") / posts, 3) if posts else None,
+            "lag": last["lag"],
+        })
+    return out
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,7 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         db = sa.create_engine(url)
         with EmbeddedBroker() as broker:
             settings = fresh_kafka(base, broker.bootstrap_servers)
-            scorers = start_scorers(1, scorer_env(settings, broker.bootstrap_servers, url), 600)
+            env = scorer_env(settings, broker.bootstrap_servers, url)
+            metrics_port = free_port()
+            env["FINPULSE_METRICS__PORT"] = str(metrics_port)
+            scorers = start_scorers(1, env, 600)
             pid = scorers[0][0].pid
             try:
                 capacity_posts = make_posts([texts[i % len(texts)] for i in range(args.capacity_n)],
@@ -122,7 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     samples.append({"t_s": round(time.monotonic() - started, 1),
                                     "rss_mb": round(rss_mb(pid), 1),
                                     "published": sent[0], "stored": rows,
-                                    "lag": sent[0] - rows})
+                                    "lag": sent[0] - rows, "cpu_s": round(cpu_s(pid), 2),
+                                    **{k: round(v, 3) for k, v in scrape(metrics_port).items()}})
                     publisher.join(args.every)
                 halt.set()
             finally:
@@ -145,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "lag_max": max((s["lag"] for s in samples), default=None),
         "lag_end": samples[-1]["lag"] if samples else None,
     }
+    result["windows"] = windows(samples, args.every * 9)
     trace = os.environ.get("FINPULSE_SOAK_TRACE")
     if trace:
         Path(trace).write_text(json.dumps(samples))
