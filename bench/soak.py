@@ -9,8 +9,8 @@ resident memory (``VmRSS`` of /proc) and how far the stored rows lag behind the 
 
 It prints the start, peak and end RSS, their growth over the second half of the soak (what a
 leak shows as), and the lag. ``windows`` splits the soak into 90-second spans (nine samples)
-and gives, for each, the rows stored per second, the scorer's CPU use (cores, from
-/proc/PID/stat), posts per batch, and inference and database-write milliseconds per post (from
+and gives, for each, the rows stored per second, the CPU use (cores, from /proc) of the
+scorer, the broker, the publisher, PostgreSQL and the whole machine, posts per batch, and inference and database-write milliseconds per post (from
 the scorer's own /metrics histograms): where a falling rate goes. Run from the repository root::
 
     PYTHONPATH=$PWD python bench/soak.py --minutes 30 --load 0.8 --json
@@ -54,6 +54,34 @@ def cpu_s(pid: int) -> float:
     """User + system CPU seconds ``pid`` has used (/proc/PID/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_s() -> tuple[float, float]:
+    """CPU seconds all cores of this machine have spent busy, and stolen by the hypervisor
+    (a virtual machine's neighbours), from /proc/stat."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (
+        int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9])
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
+def postgres_cpu_s() -> float:
+    """CPU seconds of every running PostgreSQL process on this machine (backends, autovacuum,
+    checkpointer, WAL writer): the database's share of the cores."""
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "comm").read_text().strip() == "postgres":
+                total += cpu_s(int(proc.name))
+        except OSError:  # the process ended while we looked
+            continue
+    return total
+
+
+def own_cpu_s() -> float:
+    """CPU seconds of this process (the publisher and the sampling)."""
+    times = os.times()
+    return times.user + times.system
 
 
 #: Scorer histograms whose running sums the soak samples: per-stage time over the soak.
@@ -109,8 +137,10 @@ def paced_publisher(settings: Settings, texts: Sequence[str], rate: float, secon
 
 
 def windows(samples: list[dict[str, float]], span_s: float) -> list[dict[str, float]]:
-    """Per window of ``span_s`` seconds: rows stored per second, the scorer's CPU use (cores),
-    posts per batch, and inference and database-write milliseconds per post."""
+    """Per window of ``span_s`` seconds: rows stored per second, the CPU use (cores) of the
+    scorer, the broker, this process (the publisher), PostgreSQL's processes and the whole
+machine (and what the hypervisor stole from it), posts per batch,
+    and inference and database-write milliseconds per post."""
     out = []
     marks = [0]
     for i, sample in enumerate(samples):
@@ -128,6 +158,11 @@ def windows(samples: list[dict[str, float]], span_s: float) -> list[dict[str, fl
             "from_s": first["t_s"], "to_s": last["t_s"],
             "stored_per_s": round(delta("stored") / seconds, 1),
             "cpu_cores": round(delta("cpu_s") / seconds, 2),
+            "broker_cores": round(delta("broker_cpu_s") / seconds, 2),
+            "soak_cores": round(delta("soak_cpu_s") / seconds, 2),
+            "postgres_cores": round(delta("postgres_cpu_s") / seconds, 2),
+            "machine_cores": round(delta("machine_busy_s") / seconds, 2),
+            "stolen_cores": round(delta("machine_steal_s") / seconds, 2),
             "posts_per_batch": round(posts / delta("batches"), 1) if delta("batches") else None,
             "inference_ms_per_post": round(1000 * delta("inference_s") / posts, 3) if posts else None,
             "db_write_ms_per_post": round(1000 * delta("db_write_s") / posts, 3) if posts else None,
@@ -196,6 +231,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     "rss_mb": round(rss_mb(pid), 1),
                                     "published": sent[0], "stored": rows,
                                     "lag": sent[0] - rows, "cpu_s": round(cpu_s(pid), 2),
+                                    "broker_cpu_s": round(cpu_s(broker.pid), 2) if broker.pid else 0.0,
+                                    "soak_cpu_s": round(own_cpu_s(), 2),
+                                    "postgres_cpu_s": round(postgres_cpu_s(), 2),
+                                    **dict(zip(("machine_busy_s", "machine_steal_s"),
+                                               (round(v, 2) for v in machine_cpu_s()))),
                                     **{k: round(v, 3) for k, v in scrape(metrics_port).items()}})
                     publisher.join(args.every)
                 halt.set()

@@ -76,6 +76,11 @@ class EmbeddedBroker:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        """The broker process's id while it runs (for measuring its CPU and memory)."""
+        return self._process.pid if self._process is not None and self.running else None
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
