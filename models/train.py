@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from finpulse.errors import ConfigError, DataError, ModelError
 from finpulse.schemas import LABELS
-from models.artifact import load_classifier, save_artifact, update_manifest
+from models.artifact import load_classifier, read_manifest, save_artifact, update_manifest
 from models.batching import budget_batches, grouped_batches, pad
 from models.card import write_card
 from models.config import PROMPT_METHODS, TrainConfig
@@ -304,8 +304,6 @@ def _build_model(config: TrainConfig) -> tuple[SentimentClassifier, Any]:
             keep_layers(encoder, config.student_layers)
         return (SentimentClassifier(apply_method(encoder, config), len(LABELS), config.dropout),
                 tokenizer)
-    from models.artifact import read_manifest
-
     manifest = read_manifest(config.teacher[0])
     if manifest["base"] != config.base:
         raise ConfigError(f"student_init: teacher's base {manifest['base']!r} is not "
