@@ -32,7 +32,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -50,6 +51,21 @@ from ingest.topics import ensure_topics
 from models.bench import read_texts
 
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@contextmanager
+def throwaway_database(prefix: str) -> Iterator[str]:
+    """A new database on the PostgreSQL at ``ADMIN_URL``; yields its URL, drops it after."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 TICKERS = ("AAPL", "MSFT", "NVDA", "AMZN", "TSLA", "JPM", "XOM", "META")
 
 
@@ -192,17 +208,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = Settings.load()
     source = read_texts(None, 10**9)
     texts = [source[i % len(source)] for i in range(args.n)]
-    name = f"finpulse_e2e_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     bare: list[float] = []
     micro: list[float] = []
     e2e: dict[str, list[float]] = {mode: [] for mode in modes}
     latency: dict[str, tuple[float, int, Metrics]] = {}
     stored = 0
-    try:
+    with throwaway_database("finpulse_e2e") as url:
         with EmbeddedBroker() as broker:
             settings = base.model_copy(update={"database_url": url})
             storage = Storage(url)
@@ -231,10 +242,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                                            posts=make_posts(lat_texts, f"lat{mode}"), rate=half)
                 latency[mode] = (half, latency_n, metrics)
             storage.dispose()
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
     engine_rate, micro_rate = statistics.median(bare), statistics.median(micro)
     result: dict[str, Any] = {

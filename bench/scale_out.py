@@ -37,7 +37,7 @@ from ingest.broker import EmbeddedBroker
 from models.bench import read_texts
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e import ADMIN_URL, fresh_kafka, make_posts, publish  # noqa: E402
+from e2e import fresh_kafka, make_posts, publish, throwaway_database  # noqa: E402
 
 READY = "assigned"
 
@@ -164,13 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = Settings.load()
     source = read_texts(None, 10**9)
     texts = [source[i % len(source)] for i in range(args.n)]
-    name = f"finpulse_scale_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     results = []
-    try:
+    with throwaway_database("finpulse_scale") as url:
         from finpulse.storage import Storage
         storage = Storage(url)
         storage.migrate()
@@ -179,10 +174,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             for k in counts:
                 results.append(run_one(base, broker.bootstrap_servers, url, texts, k,
                                        args.partitions, args.timeout))
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
     one = results[0]["rows_per_s"]
     for row in results:
         row["vs_first"] = round(row["rows_per_s"] / one, 2) if one else None

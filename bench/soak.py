@@ -24,7 +24,6 @@ import os
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,12 +32,12 @@ import sqlalchemy as sa
 
 from finpulse.settings import Settings
 from finpulse.storage import Storage
-from ingest.broker import EmbeddedBroker
+from ingest.broker import EmbeddedBroker, free_port
 from ingest.producer import PostProducer
 from models.bench import read_texts
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e import ADMIN_URL, fresh_kafka, make_posts  # noqa: E402
+from e2e import fresh_kafka, make_posts, throwaway_database  # noqa: E402
 from scale_out import drain_rate, scorer_env, start_scorers, stop  # noqa: E402
 
 
@@ -109,6 +108,18 @@ def scrape(port: int) -> dict[str, float]:
     return values
 
 
+def usage(pid: int, broker_pid: int | None, metrics_port: int) -> dict[str, float]:
+    """Running CPU seconds of the scorer (``pid``), the broker, this process, PostgreSQL and
+    the machine, and the scorer's stage sums from its /metrics: one soak sample's counters."""
+    busy, steal = machine_cpu_s()
+    return {"cpu_s": round(cpu_s(pid), 2),
+            "broker_cpu_s": round(cpu_s(broker_pid), 2) if broker_pid else 0.0,
+            "soak_cpu_s": round(own_cpu_s(), 2),
+            "postgres_cpu_s": round(postgres_cpu_s(), 2),
+            "machine_busy_s": round(busy, 2), "machine_steal_s": round(steal, 2),
+            **{k: round(v, 3) for k, v in scrape(metrics_port).items()}}
+
+
 def stored(db: sa.Engine) -> int:
     with db.connect() as conn:
         return conn.execute(sa.text("SELECT count(*) FROM scores")).scalar_one()
@@ -171,14 +182,6 @@ machine (and what the hypervisor stole from it), posts per batch,
     return out
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0)
@@ -192,13 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     base = Settings.load()
     texts = read_texts(None, 10**9)
-    name = f"finpulse_soak_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     samples: list[dict[str, float]] = []
-    try:
+    with throwaway_database("finpulse_soak") as url:
         storage = Storage(url)
         storage.migrate()
         storage.dispose()
@@ -230,22 +228,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     samples.append({"t_s": round(time.monotonic() - started, 1),
                                     "rss_mb": round(rss_mb(pid), 1),
                                     "published": sent[0], "stored": rows,
-                                    "lag": sent[0] - rows, "cpu_s": round(cpu_s(pid), 2),
-                                    "broker_cpu_s": round(cpu_s(broker.pid), 2) if broker.pid else 0.0,
-                                    "soak_cpu_s": round(own_cpu_s(), 2),
-                                    "postgres_cpu_s": round(postgres_cpu_s(), 2),
-                                    **dict(zip(("machine_busy_s", "machine_steal_s"),
-                                               (round(v, 2) for v in machine_cpu_s()))),
-                                    **{k: round(v, 3) for k, v in scrape(metrics_port).items()}})
+                                    "lag": sent[0] - rows,
+                                    **usage(pid, broker.pid, metrics_port)})
                     publisher.join(args.every)
                 halt.set()
             finally:
                 stop(scorers)
         db.dispose()
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
     rss = [s["rss_mb"] for s in samples]
     half = rss[len(rss) // 2:]

@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e import ADMIN_URL, make_posts  # noqa: E402
+from e2e import make_posts, throwaway_database  # noqa: E402
+from soak import rss_mb  # noqa: E402
 
 from models.bench import read_texts  # noqa: E402
 
@@ -73,36 +74,29 @@ def broker(chunks: int, chunk: int) -> ROWS:
 
 
 def database(chunks: int, chunk: int) -> ROWS:
-    import sqlalchemy as sa
-
     from finpulse.schemas import ScoredPost
     from finpulse.storage import Storage
 
     texts = read_texts(None, 10**9)
-    name = f"finpulse_parts_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    storage = Storage(ADMIN_URL.rsplit("/", 1)[0] + f"/{name}")
     now = datetime.now(timezone.utc)
     probabilities = {"negative": 0.1, "neutral": 0.7, "positive": 0.2}
     rows: ROWS = []
-    try:
-        storage.migrate()
-        for n in range(1, chunks + 1):
-            posts = make_posts([texts[i % len(texts)] for i in range(chunk)], f"parts{n}")
-            scored = [ScoredPost(**post.model_dump(), label="neutral", score=0.1,
-                                 probabilities=probabilities, confidence=0.7,
-                                 model_version="parts", scored_at=now) for post in posts]
-            started = time.perf_counter()
-            for i in range(0, chunk, 256):
-                storage.save_scored(scored[i:i + 256], progress={("parts", 0): now})
-            rows.append(_row(rows=n * chunk, posts_per_s=chunk / (time.perf_counter() - started)))
-    finally:
-        storage.dispose()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with throwaway_database("finpulse_parts") as url:
+        storage = Storage(url)
+        try:
+            storage.migrate()
+            for n in range(1, chunks + 1):
+                posts = make_posts([texts[i % len(texts)] for i in range(chunk)], f"parts{n}")
+                scored = [ScoredPost(**post.model_dump(), label="neutral", score=0.1,
+                                     probabilities=probabilities, confidence=0.7,
+                                     model_version="parts", scored_at=now) for post in posts]
+                started = time.perf_counter()
+                for i in range(0, chunk, 256):
+                    storage.save_scored(scored[i:i + 256], progress={("parts", 0): now})
+                rows.append(_row(rows=n * chunk,
+                                 posts_per_s=chunk / (time.perf_counter() - started)))
+        finally:
+            storage.dispose()
     return rows
 
 
@@ -138,16 +132,9 @@ def engine(minutes: float) -> ROWS:
         now = time.monotonic()
         if now - window >= 30:
             rows.append(_row(t_s=now - started, texts_per_s=done / (now - window),
-                             rss_mb=_rss_mb()))
+                             rss_mb=rss_mb(os.getpid())))
             window, done = now, 0
     return rows
-
-
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _row(**values: float) -> dict[str, Any]:

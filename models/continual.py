@@ -275,6 +275,7 @@ def warm_start(directory: Path, config: TrainConfig) -> tuple[Any, Any] | None:
         ModelError: the artifact cannot be loaded.
     """
     from models.artifact import load_classifier, read_manifest
+    from models.network import mark_trainable
 
     manifest = read_manifest(directory)
     if manifest["method"] != config.method or manifest["base"] != config.base:
@@ -286,11 +287,7 @@ def warm_start(directory: Path, config: TrainConfig) -> tuple[Any, Any] | None:
         logger.info("P-tuning champion: training from the base encoder")
         return None
     model, tokenizer, _ = load_classifier(directory, merge=False)
-    for name, parameter in model.encoder.named_parameters():
-        parameter.requires_grad_(config.method == "full" or "lora_" in name or "ia3_" in name
-                                 or (config.method == "prompt" and "prompt_encoder" in name))
-    for parameter in model.head.parameters():
-        parameter.requires_grad_(True)
+    mark_trainable(model, config.method)
     model.dropout.p = config.dropout
     return model, tokenizer
 

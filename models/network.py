@@ -190,6 +190,16 @@ class SentimentClassifier(nn.Module):
         return self.head(self.dropout(pooled))
 
 
+def mark_trainable(model: SentimentClassifier, method: str) -> None:
+    """Continue training a loaded classifier the way ``method`` trains: only the adapter
+    (lora, ia3) or the prompt (prompt), or every weight (full); the head always."""
+    for name, parameter in model.encoder.named_parameters():
+        parameter.requires_grad_(method == "full" or "lora_" in name or "ia3_" in name
+                                 or (method == "prompt" and "prompt_encoder" in name))
+    for parameter in model.head.parameters():
+        parameter.requires_grad_(True)
+
+
 def virtual_tokens(encoder: nn.Module) -> int:
     """Virtual tokens a prompt-learning PEFT encoder prepends to every input (0 for others)."""
     configs = getattr(encoder, "peft_config", None)

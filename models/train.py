@@ -46,6 +46,7 @@ from models.network import (
     count_parameters,
     keep_layers,
     load_encoder,
+    mark_trainable,
     quiet_peft,
     resolve_base,
     student_layers,
@@ -316,12 +317,8 @@ def _build_model(config: TrainConfig) -> tuple[SentimentClassifier, Any]:
     if config.student_layers is not None:
         keep_layers(encoder.get_base_model() if config.method == "lora" else encoder,
                     config.student_layers)
-    if config.method == "lora":
-        for name, parameter in encoder.named_parameters():
-            parameter.requires_grad_("lora_" in name)
-    else:
-        encoder = apply_method(encoder, config)
     model = SentimentClassifier(encoder, len(LABELS), config.dropout)
+    mark_trainable(model, config.method)
     model.head.load_state_dict(teacher.head.state_dict())
     return model, tokenizer
 

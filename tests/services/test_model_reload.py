@@ -44,26 +44,39 @@ def register(registry: ModelRegistry, path: Path) -> str:
     return manifest["version"]
 
 
+def following(database_url: str, champion: Path,
+              **options: bool) -> tuple[Storage, ModelRegistry, ModelReloader]:
+    """A migrated database whose registry's champion is ``champion``, and a reloader that
+    follows it (fp32 on the CPU, checks only when forced or every hour)."""
+    storage = Storage(database_url)
+    storage.migrate()
+    registry = ModelRegistry(storage)
+    registry.promote(register(registry, champion))
+    settings = Settings.load(database_url=database_url,
+                             model={"device": "cpu", "dtype": "float32"})
+    return storage, registry, ModelReloader(settings, registry, interval_s=3600, **options)
+
+
+def corrupt_copy(artifact: Path, directory: Path) -> Path:
+    """A copy of ``artifact`` as version ``corrupt-copy`` whose weights were damaged on disk."""
+    shutil.copytree(artifact, directory)
+    update_manifest(directory, version="corrupt-copy")
+    weights = next(p for p in directory.rglob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-64] + bytes(64))
+    return directory
+
+
 def test_scorer_follows_champion_and_keeps_its_model_when_the_new_one_is_corrupt(
     artifacts, sqlite_url, tmp_path, caplog
 ):
     first, second = artifacts
-    storage = Storage(sqlite_url)
-    storage.migrate()
-    registry = ModelRegistry(storage)
-    settings = Settings.load(database_url=sqlite_url, model={"device": "cpu", "dtype": "float32"})
-    registry.promote(register(registry, first))
-    reloader = ModelReloader(settings, registry, interval_s=3600)
+    storage, registry, reloader = following(sqlite_url, first)
 
     engine = reloader.initial()
     assert engine.version == read_manifest(first)["version"]
 
     # A champion whose weights were damaged on disk: detected, logged, not used.
-    corrupt = tmp_path / "corrupt"
-    shutil.copytree(second, corrupt)
-    update_manifest(corrupt, version="corrupt-copy")
-    weights = next(p for p in corrupt.rglob("*.safetensors"))
-    weights.write_bytes(weights.read_bytes()[:-64] + bytes(64))
+    corrupt = corrupt_copy(second, tmp_path / "corrupt")
     registry.promote(register(registry, corrupt))
     assert reloader.maybe_reload(engine, force=True) is engine
     assert "corrupt-copy failed to load" in caplog.text
@@ -89,12 +102,7 @@ def test_scorer_follows_champion_and_keeps_its_model_when_the_new_one_is_corrupt
 
 def test_checks_are_rate_limited(artifacts, sqlite_url):
     first, second = artifacts
-    storage = Storage(sqlite_url)
-    storage.migrate()
-    registry = ModelRegistry(storage)
-    registry.promote(register(registry, first))
-    reloader = ModelReloader(Settings.load(database_url=sqlite_url, model={"dtype": "float32"}),
-                             registry, interval_s=3600)
+    storage, registry, reloader = following(sqlite_url, first)
     engine = reloader.initial()
     assert reloader.maybe_reload(engine) is engine  # first check: nothing new
     registry.promote(register(registry, second))
@@ -121,19 +129,10 @@ def test_the_scorer_loads_a_new_champion_in_the_background(artifacts, sqlite_url
     to load is reported once and never replaces the running model."""
     caplog.set_level(logging.INFO, logger="finpulse.services.reloader")
     first, second = artifacts
-    storage = Storage(sqlite_url)
-    storage.migrate()
-    registry = ModelRegistry(storage)
-    settings = Settings.load(database_url=sqlite_url, model={"device": "cpu", "dtype": "float32"})
-    registry.promote(register(registry, first))
-    reloader = ModelReloader(settings, registry, interval_s=3600, background=True)
+    storage, registry, reloader = following(sqlite_url, first, background=True)
     engine = reloader.initial()
 
-    corrupt = tmp_path / "corrupt"
-    shutil.copytree(second, corrupt)
-    update_manifest(corrupt, version="corrupt-copy")
-    weights = next(p for p in corrupt.rglob("*.safetensors"))
-    weights.write_bytes(weights.read_bytes()[:-64] + bytes(64))
+    corrupt = corrupt_copy(second, tmp_path / "corrupt")
     registry.promote(register(registry, corrupt))
     assert reloader.maybe_reload(engine, force=True) is engine  # loading has only started
     texts = ["profit rise record", "loss plunge lawsuit"]
