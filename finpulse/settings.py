@@ -76,8 +76,11 @@ class ModelSettings(Section):
     cache_dir: Path | None = None
     max_length: int = Field(default=256, ge=8, le=4096)
     # Upper bound on padded tokens per forward pass (batch size adapts to text length).
-    # None: the backend's default (256 for the onnx int8 graph, 16384 for torch).
+    # None: the backend's default (512 for the onnx graph, 16384 for torch).
     batch_tokens: int | None = Field(default=None, ge=64)
+    # onnx backend: batches scored at once, each on a single-threaded session. None: one per
+    # CPU thread (fastest on small batches); 1: one session whose threads split each batch.
+    workers: int | None = Field(default=None, ge=1, le=256)
 
 
 class ScorerSettings(Section):

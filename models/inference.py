@@ -19,7 +19,7 @@ training did.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,12 @@ from models.artifact import PROMPT_METHODS, load_classifier
 from models.batching import budget_batches, fixed_batches, pad_numpy
 from models.data import source_kind
 from models.network import SentimentClassifier, virtual_tokens
-from models.onnx_backend import load_onnx, onnxruntime_available
+from models.onnx_backend import (
+    OnnxClassifier,
+    calibration_ids,
+    load_onnx,
+    onnxruntime_available,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +163,7 @@ class SentimentEngine:
         dtype: torch.dtype,
         max_length: int,
         batch_tokens: int,
-        onnx: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+        onnx: OnnxClassifier | None = None,
         onnx_dtype: str = "int8",
     ) -> None:
         if max_length < 8:
@@ -201,6 +206,7 @@ class SentimentEngine:
         merge: bool = True,
         backend: str = "auto",
         cache_dir: str | Path | None = None,
+        workers: int | None = None,
     ) -> SentimentEngine:
         """Load an artifact for inference.
 
@@ -215,6 +221,8 @@ class SentimentEngine:
             backend: ``auto``, ``torch`` or ``onnx`` (see ``resolve_backend``).
             cache_dir: where ONNX graphs are cached (None: beside the artifact, see
                 ``models.onnx_backend.default_cache_dir``).
+            workers: onnx backend: batches scored at once, each on its own single-threaded
+                session (None: one per thread; 1: one session on every thread).
 
         Returns:
             The engine, ready to ``predict``.
@@ -241,7 +249,8 @@ class SentimentEngine:
                                   field="backend")
             onnx = load_onnx(model.eval(), manifest["version"], dtype=chosen_dtype,
                              cache_dir=Path(cache_dir) if cache_dir else None,
-                             artifact=artifact)
+                             artifact=artifact, workers=workers,
+                             calibration=calibration_ids(tokenizer, min(max_length, 128)))
             torch_dtype = torch.float32
         else:
             torch_dtype = resolve_dtype(chosen_dtype, torch_device)
@@ -330,10 +339,14 @@ class SentimentEngine:
         else:
             batches = fixed_batches(len(chunks), batch_size or 64)
         chunk_probs = np.zeros((len(chunks), len(self.labels)), dtype=np.float64)
+        padded = (pad_numpy([chunks[i] for i in batch], self._pad_id) for batch in batches)
         with torch.inference_mode():
-            for batch in batches:
-                ids, mask = pad_numpy([chunks[i] for i in batch], self._pad_id)
-                chunk_probs[batch] = self._forward(ids, mask)
+            if self._onnx is not None:
+                results = self._onnx.run_all(padded)
+            else:
+                results = (self._forward(ids, mask) for ids, mask in padded)
+            for batch, probabilities in zip(batches, results, strict=True):
+                chunk_probs[batch] = probabilities
         weights = np.asarray(lengths, dtype=np.float64)
         totals = np.zeros((len(texts), len(self.labels)))
         np.add.at(totals, owners, chunk_probs * weights[:, None])

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     engine = SentimentEngine.load(
         model_dir, device=args.device or settings.model.device,
         dtype=args.dtype or settings.model.dtype, max_length=settings.model.max_length,
-        batch_tokens=settings.model.batch_tokens)
+        batch_tokens=settings.model.batch_tokens, workers=settings.model.workers)
     split_file = Path(model_dir) / "split.csv"
     split = read_split(split_file) if split_file.is_file() else None
     if args.split != "all" and split is None:

@@ -36,6 +36,7 @@ def load_engine(settings: Settings, path: str | Path | None) -> SentimentEngine:
         batch_tokens=cfg.batch_tokens,
         backend=cfg.backend,
         cache_dir=cfg.cache_dir,
+        workers=cfg.workers,
     )
 
 

@@ -11,6 +11,7 @@ only float sums may be reordered). The real model's figures are in docs/configur
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -23,6 +24,9 @@ from models.int8_rows import KEEP_FP32_AFTER
 from tests.models.tiny import make_rows
 
 pytest.importorskip("onnxruntime")
+
+if TYPE_CHECKING:
+    import onnx
 
 CPU = torch.device("cpu")
 TEXTS = [text for text, _ in make_rows(120, seed=5)] + ["", "profit " * 40]
@@ -91,17 +95,20 @@ def test_int8_graph_is_really_quantised_and_cached(tiny_artifact: Path, cache: P
     graph = onnx.load(str(graphs[0])).graph
     weights = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     integer = [node for node in graph.node if node.op_type == "MatMulInteger"]
-    assert len(integer) == 5 * 2  # Q, K, V, attention output and FFN up, in 2 layers
+    assert len(integer) == 6 * 2  # Q, K, V, attention output, FFN up and down, in 2 layers
     bits = onnx_backend.int8_weight_bits()
     for node in integer:
         weight = weights[node.input[1]]
         assert weight.dtype == np.int8 and np.abs(weight).max() <= 2 ** (bits - 1) - 1
     float_weights = [node for node in graph.node if node.op_type == "MatMul"
                      and node.input[1] in weights and weights[node.input[1]].shape[1] >= 16]
-    # Only the FFN down-projections (they read GELU output) and the 3-label head stay fp32.
-    producers = {out: node.op_type for node in graph.node for out in node.output}
-    assert len(float_weights) == 2
-    assert {producers[node.input[0]] for node in float_weights} <= KEEP_FP32_AFTER
+    assert float_weights == []  # only the 3-label head stays fp32
+    # The FFN down-projections read GELU output through the smoothing Mul.
+    producers = {out: node for node in graph.node for out in node.output}
+    smoothed = [node for node in graph.node if node.op_type == "Mul"
+                and producers.get(node.input[0]) is not None
+                and producers[node.input[0]].op_type in KEEP_FP32_AFTER]
+    assert len(smoothed) == 2
     before = graphs[0].stat().st_mtime_ns
     _load(tiny_artifact, cache, "int8")  # a second load reuses the cached graph
     assert graphs[0].stat().st_mtime_ns == before
@@ -225,3 +232,80 @@ def test_row_wise_matmul_matches_float_and_keeps_rows_independent() -> None:
     np.testing.assert_allclose(again[keep], got[keep], atol=1e-6)
     with pytest.raises(ValueError, match="weight_bits"):
         quantize_rows(model, weight_bits=4)
+
+
+def _after_gelu(weight: np.ndarray) -> onnx.ModelProto:
+    """x -> Gelu -> MatMul(weight): the shape of an FFN down-projection."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inner, outer = weight.shape
+    graph = helper.make_graph(
+        [helper.make_node("Gelu", ["x"], ["g"], name="gelu", domain="com.microsoft"),
+         helper.make_node("MatMul", ["g", "w"], ["y"], name="down")], "ffn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", inner])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", outer])],
+        [numpy_helper.from_array(weight, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                   helper.make_opsetid("com.microsoft", 1)])
+
+
+def test_smoothing_quantises_the_matmul_after_gelu_and_tames_outlier_channels() -> None:
+    """With channel peaks the MatMul after GELU becomes int8; the smoothing moves a few loud
+    channels into the weight, so the product is closer to float than without it."""
+    import onnxruntime
+    from onnx import numpy_helper
+
+    from models.int8_rows import quantize_rows, smoothed_inputs
+
+    rng = np.random.default_rng(7)
+    weight = rng.normal(size=(64, 32)).astype(np.float32)
+    x = rng.normal(size=(50, 64)).astype(np.float32)
+    x[:, :3] *= 60.0  # three loud channels, as in GELU output
+    gelu = x * 0.5 * (1 + np.tanh(0.7978845608 * (x + 0.044715 * x ** 3)))
+    want = gelu @ weight
+
+    def run(model: onnx.ModelProto) -> np.ndarray:
+        session = onnxruntime.InferenceSession(model.SerializeToString(),
+                                               providers=["CPUExecutionProvider"])
+        return session.run(None, {"x": x})[0]
+
+    assert smoothed_inputs(_after_gelu(weight)) == ["g"]
+    kept, count = quantize_rows(_after_gelu(weight))
+    assert count == 0  # no peaks: the MatMul after GELU stays fp32
+    np.testing.assert_allclose(run(kept), want, rtol=1e-3, atol=1e-2)
+
+    peaks = {"g": np.abs(gelu).max(axis=0)}
+    smooth, count = quantize_rows(_after_gelu(weight), peaks=peaks)
+    assert count == 1
+    assert [n.op_type for n in smooth.graph.node].count("MatMulInteger") == 1
+    int8_weights = [numpy_helper.to_array(i) for i in smooth.graph.initializer
+                    if numpy_helper.to_array(i).dtype == np.int8]
+    assert len(int8_weights) == 1 and int8_weights[0].shape == weight.shape
+    smooth_error = np.abs(run(smooth) - want).mean()
+
+    import models.int8_rows as rows
+    unsmoothed = rows.KEEP_FP32_AFTER
+    try:
+        rows.KEEP_FP32_AFTER = frozenset()  # plain row-wise int8 of the same MatMul
+        plain, count = quantize_rows(_after_gelu(weight))
+    finally:
+        rows.KEEP_FP32_AFTER = unsmoothed
+    assert count == 1
+    plain_error = np.abs(run(plain) - want).mean()
+    assert smooth_error < 0.5 * plain_error
+    assert smooth_error <= 0.02 * np.abs(want).mean()
+    with pytest.raises(ValueError, match="does not fit"):
+        quantize_rows(_after_gelu(weight), peaks={"g": np.ones(5, dtype=np.float32)})
+
+
+def test_parallel_workers_score_exactly_like_one_session(tiny_artifact: Path, cache: Path) -> None:
+    """Batches run on two single-threaded sessions at once come back in order, unchanged."""
+    one = SentimentEngine.load(tiny_artifact, device="cpu", backend="onnx", max_length=16,
+                               batch_tokens=64, cache_dir=cache, workers=1)
+    two = SentimentEngine.load(tiny_artifact, device="cpu", backend="onnx", max_length=16,
+                               batch_tokens=64, cache_dir=cache, workers=2)
+    assert one._onnx.workers == 1 and two._onnx.workers == 2
+    texts = TEXTS * 3  # many small batches
+    np.testing.assert_allclose(two.predict_proba(texts), one.predict_proba(texts), atol=1e-6)
+    alone = np.concatenate([two.predict_proba([text]) for text in TEXTS[:10]])
+    np.testing.assert_allclose(two.predict_proba(TEXTS[:10]), alone, atol=1e-5)
