@@ -184,6 +184,7 @@ def run_bench(
         "device": default.info["device"],
         "default_backend": default.backend,
         "default_dtype": default.info["dtype"],
+        "default_workers": default.info["workers"],
         "threads": torch.get_num_threads(),
         "texts_per_s": rates,
         "texts_per_s_rounds": {k: [round(v, 1) for v in vs] for k, vs in samples.items()},

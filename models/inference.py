@@ -148,7 +148,8 @@ class SentimentEngine:
 
     Attributes:
         version: the artifact's stable id (from its manifest).
-        info: base, method, backend, device, dtype, labels, max_length, batch_tokens.
+        info: base, method, backend, device, dtype, labels, max_length, batch_tokens,
+            workers, source_token.
         manifest: the artifact's full manifest.
         backend: ``torch`` or ``onnx``.
     """
@@ -276,6 +277,7 @@ class SentimentEngine:
             "labels": list(self.labels),
             "max_length": self.max_length,
             "batch_tokens": self.batch_tokens,
+            "workers": self._onnx.workers if self._onnx is not None else 1,
             "source_token": bool(self._markers),
         }
 

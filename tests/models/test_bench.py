@@ -34,6 +34,9 @@ def test_labelled_texts_give_rates_and_macro_f1_per_variant(
     assert result["macro_f1_delta_vs_fp32"]["sorted_fp32"] == 0.0
     assert result["speedup_vs_hf_pipeline"]["hf_pipeline"] == 1.0
     assert result["default_backend"] in ("torch", "onnx")
+    # On the CPU the onnx default scores one batch per thread at once.
+    assert result["default_workers"] == (result["threads"] if result["default_backend"] == "onnx"
+                                         else 1)
 
 
 def test_unlabelled_texts_give_rates_only(tmp_path: Path, tiny_artifact: Path,
