@@ -208,6 +208,7 @@ class SentimentEngine:
         backend: str = "auto",
         cache_dir: str | Path | None = None,
         workers: int | None = None,
+        smooth: bool | None = None,
     ) -> SentimentEngine:
         """Load an artifact for inference.
 
@@ -224,6 +225,10 @@ class SentimentEngine:
                 ``models.onnx_backend.default_cache_dir``).
             workers: onnx backend: batches scored at once, each on its own single-threaded
                 session (None: one per thread; 1: one session on every thread).
+            smooth: int8 graph: smooth and quantise the FFN down-projections (True) or keep
+                them in fp32 (False). None: the manifest's ``int8_smooth``, which training
+                sets only where the smoothed graph stays within ``INT8_TOLERANCE`` macro-F1
+                of fp32 on the test split.
 
         Returns:
             The engine, ready to ``predict``.
@@ -251,7 +256,9 @@ class SentimentEngine:
             onnx = load_onnx(model.eval(), manifest["version"], dtype=chosen_dtype,
                              cache_dir=Path(cache_dir) if cache_dir else None,
                              artifact=artifact, workers=workers,
-                             calibration=calibration_ids(tokenizer, min(max_length, 128)))
+                             calibration=calibration_ids(tokenizer, min(max_length, 128))
+                             if (manifest.get("int8_smooth") if smooth is None else smooth)
+                             else None)
             torch_dtype = torch.float32
         else:
             torch_dtype = resolve_dtype(chosen_dtype, torch_device)

@@ -43,9 +43,9 @@ def fp32(tiny_artifact: Path) -> SentimentEngine:
                                 max_length=16, batch_tokens=256)
 
 
-def _load(artifact: Path, cache: Path, dtype: str) -> SentimentEngine:
+def _load(artifact: Path, cache: Path, dtype: str, smooth: bool | None = True) -> SentimentEngine:
     return SentimentEngine.load(artifact, device="cpu", dtype=dtype, backend="onnx",
-                                max_length=16, batch_tokens=256, cache_dir=cache)
+                                max_length=16, batch_tokens=256, cache_dir=cache, smooth=smooth)
 
 
 def test_fused_fp32_graph_matches_torch(tiny_artifact: Path, cache: Path,
@@ -85,33 +85,74 @@ def test_int8_scores_do_not_depend_on_the_batch(tiny_artifact: Path, cache: Path
     np.testing.assert_allclose(with_long, alone, atol=1e-5)
 
 
-def test_int8_graph_is_really_quantised_and_cached(tiny_artifact: Path, cache: Path) -> None:
+def _int8_graph(cache: Path, version: str, smoothed: bool) -> Path:
+    import onnx
+
+    graphs = sorted(cache.glob(f"*{version}*-int8-*.onnx"))
+    found = [path for path in graphs
+             if any(node.op_type == "Mul" and node.name.endswith("_smooth")
+                    for node in onnx.load(str(path)).graph.node) == smoothed]
+    assert len(found) == 1, graphs
+    return found[0]
+
+
+@pytest.mark.parametrize("smooth", [True, False])
+def test_int8_graph_is_really_quantised_and_cached(tiny_artifact: Path, cache: Path,
+                                                   smooth: bool) -> None:
     import onnx
     from onnx import numpy_helper
 
-    engine = _load(tiny_artifact, cache, "int8")
-    graphs = sorted(cache.glob(f"*{engine.version}*-int8-*.onnx"))
-    assert len(graphs) == 1
-    graph = onnx.load(str(graphs[0])).graph
+    engine = _load(tiny_artifact, cache, "int8", smooth)
+    path = _int8_graph(cache, engine.version, smooth)
+    graph = onnx.load(str(path)).graph
     weights = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     integer = [node for node in graph.node if node.op_type == "MatMulInteger"]
-    assert len(integer) == 6 * 2  # Q, K, V, attention output, FFN up and down, in 2 layers
+    # Q, K, V, attention output, FFN up (and, smoothed, FFN down), in 2 layers.
+    assert len(integer) == (6 if smooth else 5) * 2
     bits = onnx_backend.int8_weight_bits()
     for node in integer:
         weight = weights[node.input[1]]
         assert weight.dtype == np.int8 and np.abs(weight).max() <= 2 ** (bits - 1) - 1
     float_weights = [node for node in graph.node if node.op_type == "MatMul"
                      and node.input[1] in weights and weights[node.input[1]].shape[1] >= 16]
-    assert float_weights == []  # only the 3-label head stays fp32
-    # The FFN down-projections read GELU output through the smoothing Mul.
     producers = {out: node for node in graph.node for out in node.output}
-    smoothed = [node for node in graph.node if node.op_type == "Mul"
-                and producers.get(node.input[0]) is not None
-                and producers[node.input[0]].op_type in KEEP_FP32_AFTER]
-    assert len(smoothed) == 2
-    before = graphs[0].stat().st_mtime_ns
-    _load(tiny_artifact, cache, "int8")  # a second load reuses the cached graph
-    assert graphs[0].stat().st_mtime_ns == before
+    if smooth:
+        assert float_weights == []  # only the 3-label head stays fp32
+        # The FFN down-projections read GELU output through the smoothing Mul.
+        smoothed = [node for node in graph.node if node.op_type == "Mul"
+                    and producers.get(node.input[0]) is not None
+                    and producers[node.input[0]].op_type in KEEP_FP32_AFTER]
+        assert len(smoothed) == 2
+    else:
+        # The FFN down-projections (they read GELU output) stay fp32.
+        assert len(float_weights) == 2
+        assert {producers[node.input[0]].op_type for node in float_weights} <= KEEP_FP32_AFTER
+    before = path.stat().st_mtime_ns
+    _load(tiny_artifact, cache, "int8", smooth)  # a second load reuses the cached graph
+    assert path.stat().st_mtime_ns == before
+
+
+def test_the_manifest_decides_whether_int8_is_smoothed(tiny_artifact: Path, cache: Path,
+                                                       tmp_path: Path) -> None:
+    """Without ``smooth``, the engine follows the artifact's ``int8_smooth`` (absent: fp32)."""
+    import shutil
+
+    from models.artifact import read_manifest, update_manifest
+
+    copy = shutil.copytree(tiny_artifact, tmp_path / "copy", ignore=shutil.ignore_patterns("onnx-cache"))
+    scores = {}
+    for flag in (True, False):
+        update_manifest(copy, int8_smooth=flag)
+        scores[flag] = _load(copy, cache, "int8", smooth=None).predict_proba(TEXTS[:20])
+        want = _load(copy, cache, "int8", smooth=flag)
+        np.testing.assert_array_equal(scores[flag], want.predict_proba(TEXTS[:20]))
+    assert not np.array_equal(scores[True], scores[False])  # the two graphs do differ
+    manifest = read_manifest(copy)
+    del manifest["int8_smooth"]
+    (copy / "manifest.json").write_text(__import__("json").dumps(manifest), encoding="utf-8")
+    unflagged = _load(copy, cache, "int8", smooth=None)
+    np.testing.assert_array_equal(unflagged.predict_proba(TEXTS[:20]),
+                                  _load(copy, cache, "int8", smooth=False).predict_proba(TEXTS[:20]))
 
 
 def test_default_cache_lives_beside_the_artifact(tiny_artifact: Path, tmp_path: Path) -> None:

@@ -96,3 +96,31 @@ def test_class_weights_favour_rare_classes() -> None:
     assert balanced.mean().item() == pytest.approx(1.0)
     assert balanced[0] / balanced[1] > sqrt[0] / sqrt[1] > 1.0
     assert class_weights(labels, "none").tolist() == [1.0, 1.0, 1.0]
+
+
+def test_training_keeps_the_smoothed_int8_graph_only_within_tolerance(
+        tiny_artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report scores the smoothed int8 graph against fp32 on the test split and records
+    the choice; past the tolerance it scores (and the engine serves) the fp32-down graph."""
+    import shutil
+
+    from models import train as train_module
+    from models.data import Example
+
+    manifest = read_manifest(tiny_artifact)
+    assert isinstance(manifest["int8_smooth"], bool)
+    metrics = json.loads((tiny_artifact / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["int8_smooth"] == manifest["int8_smooth"]
+    if metrics["int8_smooth"]:
+        assert metrics["test_fp32"]["macro_f1"] - metrics["test"]["macro_f1"] <= 0.003
+
+    copy = shutil.copytree(tiny_artifact, tmp_path / "copy",
+                           ignore=shutil.ignore_patterns("onnx-cache"))
+    texts = ["profit rises", "loss widens", "shares flat", "record sales", "plant closes",
+             "guidance cut", "dividend raised", "no change"] * 3
+    labels = ["positive", "negative", "neutral"] * 8
+    test = [Example(t, label, f"k{i}", ("tiny",)) for i, (t, label) in enumerate(zip(texts, labels))]
+    monkeypatch.setattr(train_module, "INT8_TOLERANCE", -1.0)  # nothing is close enough
+    report = train_module._report(copy, test, test[:6], "cpu")
+    assert report["int8_smooth"] is False
+    assert "test_int8_smoothed" in report and report["test"]["dtype"] == "int8"
