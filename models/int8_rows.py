@@ -24,11 +24,11 @@ too coarse for the rest. Given each input channel's peak on calibration texts, i
 *smoothed* first (SmoothQuant, Xiao et al. 2023): channel ``j`` of the activations is divided
 by ``s_j = peak_j ** a / wpeak_j ** (1 - a)`` (``SMOOTH_ALPHA``) and row ``j`` of the weight
 multiplied by it, which leaves the product unchanged and moves the outliers into the weight,
-whose columns have their own scales. Without peaks the down-projection stays in fp32 (``KEEP_FP32_AFTER``).
-Measured on the bundled model (2-core AVX512-VNNI EPYC, 2,000 bench tweets, one interleaved
-run): fused fp32 graph 266 texts/s, down-projection in fp32 369, all MatMuls row-wise int8
-469. Per-tensor weight scales, which would save the column multiply, dropped label agreement
-with fp32 from 99.5% to 93% and gained 4% (AVX2).
+whose columns have their own scales. Without peaks the down-projection stays in fp32
+(``KEEP_FP32_AFTER``). Measured on the bundled model (2-core AVX512-VNNI EPYC, 2,000 bench
+tweets, one interleaved run): fused fp32 graph 266 texts/s, down-projection in fp32 369, all
+MatMuls row-wise int8 469. Per-tensor weight scales, which would save the column multiply,
+dropped label agreement with fp32 from 99.5% to 93% and gained 4% (AVX2).
 """
 
 from __future__ import annotations

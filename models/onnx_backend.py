@@ -10,12 +10,14 @@ steps, each from the library that owns it:
    bias + GELU and residual + LayerNorm into single kernels;
 3. for int8, row-wise dynamic quantisation (``models.int8_rows``): the weights of every
    MatMul with a constant weight become int8 per output column, and each token's
-   activations get their own scale at run time. The FFN down-projections are smoothed
-   first, with channel peaks measured on ``calibration.txt`` through the fused fp32 graph. A text's probabilities therefore do not
+   activations get their own scale at run time. A text's probabilities therefore do not
    depend on the other texts in its batch (ONNX Runtime's own dynamic quantisation uses one
-   scale per batch, which made a post's label depend on its batch-mates). The attention
-   kernel is left unfused for int8 so that its query, key and value projections run in
-   int8 too (the fused kernel would run them in fp32).
+   scale per batch, which made a post's label depend on its batch-mates). For models whose
+   manifest says ``int8_smooth`` the FFN down-projections are smoothed and quantised too,
+   with channel peaks measured once on ``calibration.txt`` through the fused fp32 graph;
+   otherwise they stay in fp32. The attention kernel is left unfused for int8 so that its
+   query, key and value projections run in int8 too (the fused kernel would run them in
+   fp32).
 
 The built graph is cached on disk
 under a key made of the artifact's version and everything that changes the graph, so a

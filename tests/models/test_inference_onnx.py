@@ -139,7 +139,8 @@ def test_the_manifest_decides_whether_int8_is_smoothed(tiny_artifact: Path, cach
 
     from models.artifact import read_manifest, update_manifest
 
-    copy = shutil.copytree(tiny_artifact, tmp_path / "copy", ignore=shutil.ignore_patterns("onnx-cache"))
+    copy = shutil.copytree(tiny_artifact, tmp_path / "copy",
+                           ignore=shutil.ignore_patterns("onnx-cache"))
     scores = {}
     for flag in (True, False):
         update_manifest(copy, int8_smooth=flag)
@@ -150,9 +151,8 @@ def test_the_manifest_decides_whether_int8_is_smoothed(tiny_artifact: Path, cach
     manifest = read_manifest(copy)
     del manifest["int8_smooth"]
     (copy / "manifest.json").write_text(__import__("json").dumps(manifest), encoding="utf-8")
-    unflagged = _load(copy, cache, "int8", smooth=None)
-    np.testing.assert_array_equal(unflagged.predict_proba(TEXTS[:20]),
-                                  _load(copy, cache, "int8", smooth=False).predict_proba(TEXTS[:20]))
+    unflagged = _load(copy, cache, "int8", smooth=None).predict_proba(TEXTS[:20])
+    np.testing.assert_array_equal(unflagged, scores[False])
 
 
 def test_default_cache_lives_beside_the_artifact(tiny_artifact: Path, tmp_path: Path) -> None:

@@ -119,7 +119,8 @@ def test_training_keeps_the_smoothed_int8_graph_only_within_tolerance(
     texts = ["profit rises", "loss widens", "shares flat", "record sales", "plant closes",
              "guidance cut", "dividend raised", "no change"] * 3
     labels = ["positive", "negative", "neutral"] * 8
-    test = [Example(t, label, f"k{i}", ("tiny",)) for i, (t, label) in enumerate(zip(texts, labels))]
+    test = [Example(text, label, f"k{i}", ("tiny",))
+            for i, (text, label) in enumerate(zip(texts, labels, strict=True))]
     monkeypatch.setattr(train_module, "INT8_TOLERANCE", -1.0)  # nothing is close enough
     report = train_module._report(copy, test, test[:6], "cpu")
     assert report["int8_smooth"] is False

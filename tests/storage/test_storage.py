@@ -184,7 +184,8 @@ def test_postgres_plans_every_statement_for_its_parameters(postgres_url: str) ->
                 assert conn.execute(sa.text("SHOW plan_cache_mode")).scalar() == "force_custom_plan"
         for batch in range(8):
             posts = [scored(f"p-{batch}-{i}", timedelta(seconds=i)) for i in range(20)]
-            split_conflicts(storage, [ConsumedPost(p, "news", 0, i, 0) for i, p in enumerate(posts)])
+            split_conflicts(storage, [ConsumedPost(post, "news", 0, i, 0)
+                                      for i, post in enumerate(posts)])
             storage.save_scored(posts)
         with storage.begin() as conn:
             plans = conn.execute(sa.text(
