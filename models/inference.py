@@ -253,12 +253,12 @@ class SentimentEngine:
             if not merge:
                 raise ConfigError("backend: onnx needs merged adapters (merge=True)",
                                   field="backend")
+            if smooth is None:
+                smooth = bool(manifest.get("int8_smooth"))
+            calibration = calibration_ids(tokenizer, min(max_length, 128)) if smooth else None
             onnx = load_onnx(model.eval(), manifest["version"], dtype=chosen_dtype,
                              cache_dir=Path(cache_dir) if cache_dir else None,
-                             artifact=artifact, workers=workers,
-                             calibration=calibration_ids(tokenizer, min(max_length, 128))
-                             if (manifest.get("int8_smooth") if smooth is None else smooth)
-                             else None)
+                             artifact=artifact, workers=workers, calibration=calibration)
             torch_dtype = torch.float32
         else:
             torch_dtype = resolve_dtype(chosen_dtype, torch_device)
@@ -364,9 +364,8 @@ class SentimentEngine:
         return (totals / norm[:, None]).astype(np.float32)
 
     def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Class probabilities of one padded batch."""
-        if self._onnx is not None:
-            return self._onnx(ids, mask)
+        """Class probabilities of one padded batch, through torch (the onnx graph runs its
+        batches in ``OnnxClassifier.run_all``)."""
         logits = self.model(torch.from_numpy(ids).to(self.device),
                             torch.from_numpy(mask).to(self.device))
         return torch.softmax(logits.float(), dim=-1).cpu().numpy()

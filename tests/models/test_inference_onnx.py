@@ -290,7 +290,8 @@ def _after_gelu(weight: np.ndarray) -> onnx.ModelProto:
                                                    helper.make_opsetid("com.microsoft", 1)])
 
 
-def test_smoothing_quantises_the_matmul_after_gelu_and_tames_outlier_channels() -> None:
+def test_smoothing_quantises_the_matmul_after_gelu_and_tames_outlier_channels(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """With channel peaks the MatMul after GELU becomes int8; the smoothing moves a few loud
     channels into the weight, so the product is closer to float than without it."""
     import onnxruntime
@@ -323,20 +324,16 @@ def test_smoothing_quantises_the_matmul_after_gelu_and_tames_outlier_channels() 
                     if numpy_helper.to_array(i).dtype == np.int8]
     assert len(int8_weights) == 1 and int8_weights[0].shape == weight.shape
     smooth_error = np.abs(run(smooth) - want).mean()
+    with pytest.raises(ValueError, match="does not fit"):
+        quantize_rows(_after_gelu(weight), peaks={"g": np.ones(5, dtype=np.float32)})
 
     import models.int8_rows as rows
-    unsmoothed = rows.KEEP_FP32_AFTER
-    try:
-        rows.KEEP_FP32_AFTER = frozenset()  # plain row-wise int8 of the same MatMul
-        plain, count = quantize_rows(_after_gelu(weight))
-    finally:
-        rows.KEEP_FP32_AFTER = unsmoothed
+    monkeypatch.setattr(rows, "KEEP_FP32_AFTER", frozenset())  # plain row-wise int8 of it
+    plain, count = quantize_rows(_after_gelu(weight))
     assert count == 1
     plain_error = np.abs(run(plain) - want).mean()
     assert smooth_error < 0.5 * plain_error
     assert smooth_error <= 0.02 * np.abs(want).mean()
-    with pytest.raises(ValueError, match="does not fit"):
-        quantize_rows(_after_gelu(weight), peaks={"g": np.ones(5, dtype=np.float32)})
 
 
 def test_parallel_workers_score_exactly_like_one_session(tiny_artifact: Path, cache: Path) -> None:
