@@ -36,8 +36,10 @@ from models.network import SentimentClassifier, virtual_tokens
 from models.onnx_backend import (
     OnnxClassifier,
     calibration_ids,
+    int8_weight_bits,
     load_onnx,
     onnxruntime_available,
+    smoothing_chosen,
 )
 
 logger = logging.getLogger(__name__)
@@ -149,7 +151,7 @@ class SentimentEngine:
     Attributes:
         version: the artifact's stable id (from its manifest).
         info: base, method, backend, device, dtype, labels, max_length, batch_tokens,
-            workers, source_token.
+            workers, source_token, and for the int8 graph ``int8`` (weight bits, smoothed).
         manifest: the artifact's full manifest.
         backend: ``torch`` or ``onnx``.
     """
@@ -209,6 +211,7 @@ class SentimentEngine:
         cache_dir: str | Path | None = None,
         workers: int | None = None,
         smooth: bool | None = None,
+        weight_bits: int | None = None,
     ) -> SentimentEngine:
         """Load an artifact for inference.
 
@@ -228,7 +231,9 @@ class SentimentEngine:
             smooth: int8 graph: smooth and quantise the FFN down-projections (True) or keep
                 them in fp32 (False). None: the manifest's ``int8_smooth``, which training
                 sets only where the smoothed graph stays within ``INT8_TOLERANCE`` macro-F1
-                of fp32 on the test split.
+                of fp32 on the test split, for each weight width.
+            weight_bits: int8 graph: 8 or 7 bits per weight (None: what this CPU computes
+                exactly, ``models.onnx_backend.int8_weight_bits``).
 
         Returns:
             The engine, ready to ``predict``.
@@ -253,12 +258,14 @@ class SentimentEngine:
             if not merge:
                 raise ConfigError("backend: onnx needs merged adapters (merge=True)",
                                   field="backend")
+            bits = weight_bits or int8_weight_bits()
             if smooth is None:
-                smooth = bool(manifest.get("int8_smooth"))
+                smooth = smoothing_chosen(manifest.get("int8_smooth"), bits)
             calibration = calibration_ids(tokenizer, min(max_length, 128)) if smooth else None
             onnx = load_onnx(model.eval(), manifest["version"], dtype=chosen_dtype,
                              cache_dir=Path(cache_dir) if cache_dir else None,
-                             artifact=artifact, workers=workers, calibration=calibration)
+                             artifact=artifact, workers=workers, calibration=calibration,
+                             weight_bits=bits)
             torch_dtype = torch.float32
         else:
             torch_dtype = resolve_dtype(chosen_dtype, torch_device)
@@ -285,6 +292,8 @@ class SentimentEngine:
             "max_length": self.max_length,
             "batch_tokens": self.batch_tokens,
             "workers": self._onnx.workers if self._onnx is not None else 1,
+            **({"int8": dict(self._onnx.int8)} if self._onnx is not None and self._onnx.int8
+               else {}),
             "source_token": bool(self._markers),
         }
 

@@ -6,8 +6,9 @@ steps, each from the library that owns it:
 
 1. ``torch.onnx.export`` of the merged classifier (eager attention, so the pattern is
    recognisable) with probabilities as the output;
-2. the ONNX Runtime transformer optimizer fuses embeddings + LayerNorm, multi-head attention,
-   bias + GELU and residual + LayerNorm into single kernels;
+2. the ONNX Runtime transformer optimizer fuses embeddings + LayerNorm, multi-head attention
+   and bias + GELU into single kernels (not residual + LayerNorm: that kernel is slower than
+   its parts on the CPU);
 3. for int8, row-wise dynamic quantisation (``models.int8_rows``): the weights of every
    MatMul with a constant weight become int8 per output column, and each token's
    activations get their own scale at run time. A text's probabilities therefore do not
@@ -35,7 +36,7 @@ import os
 import queue
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Bump when the export recipe changes, so stale cached graphs are not reused.
-RECIPE = 3
+RECIPE = 4
 OPSET = 17
 
 #: Short finance texts (written for finpulse) whose activation peaks set the smoothing of
@@ -105,13 +106,33 @@ def int8_weight_bits() -> int:
     return 8 if cpu_supports_int8() else 7
 
 
+def exact_weight_bits() -> tuple[int, ...]:
+    """The weight bits whose int8 graph this CPU computes exactly, as every CPU would.
+
+    With VNNI or AMX both 8 and 7; otherwise only 7 (8-bit weights may saturate there).
+    """
+    return (8, 7) if cpu_supports_int8() else (7,)
+
+
+def smoothing_chosen(flag: bool | Mapping[str, bool] | None, weight_bits: int) -> bool:
+    """Whether a manifest's ``int8_smooth`` asks for the smoothed graph at ``weight_bits``.
+
+    ``flag`` is a mapping from weight bits (``"8"``, ``"7"``) to the choice training made
+    for each, or one bool for all bits (artifacts from before per-width choices). Absent: False.
+    """
+    if isinstance(flag, Mapping):
+        return bool(flag.get(str(weight_bits), False))
+    return bool(flag)
+
+
 def graph_path(cache_dir: Path, version: str, dtype: str,
-               calibration: Sequence[Sequence[int]] | None = None) -> Path:
+               calibration: Sequence[Sequence[int]] | None = None,
+               weight_bits: int | None = None) -> Path:
     """The cache file for one artifact version, dtype (``int8`` or ``float32``) and, for
-    int8, calibration set."""
+    int8, calibration set and weight bits (default: ``int8_weight_bits()``)."""
     import onnxruntime
 
-    bits = int8_weight_bits() if dtype == "int8" else 32
+    bits = (weight_bits or int8_weight_bits()) if dtype == "int8" else 32
     recipe = f"{RECIPE}|{OPSET}|{dtype}|{bits}|{onnxruntime.__version__}|{torch.__version__}"
     if dtype == "int8" and calibration:
         recipe += "|" + json.dumps([list(ids) for ids in calibration])
@@ -167,7 +188,8 @@ def activation_peaks(graph: onnx.ModelProto, names: Sequence[str],
 
 
 def build_graph(model: torch.nn.Module, path: Path, *, dtype: str = "int8",
-                calibration: Sequence[Sequence[int]] | None = None) -> Path:
+                calibration: Sequence[Sequence[int]] | None = None,
+                weight_bits: int | None = None) -> Path:
     """Export, fuse and (for ``int8``) quantise a classifier into ``path``.
 
     Args:
@@ -177,6 +199,7 @@ def build_graph(model: torch.nn.Module, path: Path, *, dtype: str = "int8",
         calibration: token ids of texts for ``activation_peaks``; with them the int8 graph
             smooths and quantises the FFN down-projections, without them it keeps those in
             fp32.
+        weight_bits: 8 or 7 for int8 (default: ``int8_weight_bits()``).
 
     Returns:
         ``path``.
@@ -200,6 +223,11 @@ def build_graph(model: torch.nn.Module, path: Path, *, dtype: str = "int8",
             # int8: unfused attention, so its Q, K and V projections are quantised too
             # (measured faster than the fused fp32 kernel with int8 elsewhere).
             options.enable_attention = dtype != "int8"
+            # ONNX Runtime's SkipLayerNormalization CPU kernel took 4.6x the time of Add +
+            # LayerNormalization on the same rows (ORT 1.32, 512 x 384, one thread): 23% of
+            # the int8 graph's time. Unfused, the residual adds and LayerNorms run apart.
+            options.enable_skip_layer_norm = False
+            options.enable_bias_skip_layer_norm = False
             with _quiet_root_logger():
                 optimizer = optimize_model(str(raw), model_type="bert",
                                            num_heads=config.num_attention_heads,
@@ -212,9 +240,10 @@ def build_graph(model: torch.nn.Module, path: Path, *, dtype: str = "int8",
                 smoothed = smoothed_inputs(graph)
                 peaks = (activation_peaks(graph, smoothed, calibration)
                          if calibration and smoothed else None)
-                graph, count = quantize_rows(graph, weight_bits=int8_weight_bits(),
+                graph, count = quantize_rows(graph,
+                                             weight_bits=weight_bits or int8_weight_bits(),
                                              peaks=peaks)
-                fusions["MatMulInteger"] = count
+                fusions["MatMulIntegerToFloat"] = count
                 onnx.save(graph, str(final))
             else:
                 final = fused
@@ -298,6 +327,9 @@ class OnnxClassifier:
             raise ModelError(f"cannot load ONNX graph {path}: {exc}") from exc
         self._pool = (ThreadPoolExecutor(self.workers, thread_name_prefix="onnx")
                       if self.workers > 1 else None)
+        #: For an int8 graph, set by ``load_onnx``: its weight bits and whether its FFN
+        #: down-projections are smoothed and quantised.
+        self.int8: dict[str, Any] | None = None
 
     def __call__(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Probabilities, shape ``(batch, labels)``, for int64 ``ids`` and ``mask``."""
@@ -317,7 +349,8 @@ class OnnxClassifier:
 def load_onnx(model: torch.nn.Module, version: str, *, dtype: str, cache_dir: Path | None,
               artifact: Path | None = None, threads: int | None = None,
               workers: int | None = None,
-              calibration: Sequence[Sequence[int]] | None = None) -> OnnxClassifier:
+              calibration: Sequence[Sequence[int]] | None = None,
+              weight_bits: int | None = None) -> OnnxClassifier:
     """Open the cached graph for ``version``, building it first if needed.
 
     Args:
@@ -329,6 +362,7 @@ def load_onnx(model: torch.nn.Module, version: str, *, dtype: str, cache_dir: Pa
         threads: CPU threads in all.
         workers: batches run at once (see ``OnnxClassifier``).
         calibration: token ids for smoothing the int8 graph (see ``build_graph``).
+        weight_bits: int8 weight bits (default: ``int8_weight_bits()``).
 
     Returns:
         A ready session.
@@ -342,8 +376,13 @@ def load_onnx(model: torch.nn.Module, version: str, *, dtype: str, cache_dir: Pa
     if dtype not in ("int8", "float32"):
         raise ConfigError(f"dtype: the onnx backend runs int8 or float32, not {dtype}",
                           field="dtype")
-    path = graph_path(cache_dir or default_cache_dir(artifact), version, dtype, calibration)
+    path = graph_path(cache_dir or default_cache_dir(artifact), version, dtype, calibration,
+                      weight_bits)
     if not path.is_file():
-        build_graph(model, path, dtype=dtype, calibration=calibration)
-    return OnnxClassifier(path, threads=threads, workers=workers)
+        build_graph(model, path, dtype=dtype, calibration=calibration, weight_bits=weight_bits)
+    classifier = OnnxClassifier(path, threads=threads, workers=workers)
+    if dtype == "int8":
+        classifier.int8 = {"weight_bits": weight_bits or int8_weight_bits(),
+                           "smoothed": bool(calibration)}
+    return classifier
 

@@ -43,9 +43,11 @@ def fp32(tiny_artifact: Path) -> SentimentEngine:
                                 max_length=16, batch_tokens=256)
 
 
-def _load(artifact: Path, cache: Path, dtype: str, smooth: bool | None = True) -> SentimentEngine:
+def _load(artifact: Path, cache: Path, dtype: str, smooth: bool | None = True,
+          weight_bits: int | None = None) -> SentimentEngine:
     return SentimentEngine.load(artifact, device="cpu", dtype=dtype, backend="onnx",
-                                max_length=16, batch_tokens=256, cache_dir=cache, smooth=smooth)
+                                max_length=16, batch_tokens=256, cache_dir=cache, smooth=smooth,
+                                weight_bits=weight_bits)
 
 
 def test_fused_fp32_graph_matches_torch(tiny_artifact: Path, cache: Path,
@@ -106,7 +108,7 @@ def test_int8_graph_is_really_quantised_and_cached(tiny_artifact: Path, cache: P
     path = _int8_graph(cache, engine.version, smooth)
     graph = onnx.load(str(path)).graph
     weights = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    integer = [node for node in graph.node if node.op_type == "MatMulInteger"]
+    integer = [node for node in graph.node if node.op_type == "MatMulIntegerToFloat"]
     # Q, K, V, attention output, FFN up (and, smoothed, FFN down), in 2 layers.
     assert len(integer) == (6 if smooth else 5) * 2
     bits = onnx_backend.int8_weight_bits()
@@ -132,9 +134,30 @@ def test_int8_graph_is_really_quantised_and_cached(tiny_artifact: Path, cache: P
     assert path.stat().st_mtime_ns == before
 
 
+def test_seven_bit_weights_can_be_asked_for_on_any_cpu(tiny_artifact: Path, tmp_path: Path,
+                                                      fp32: SentimentEngine) -> None:
+    """``weight_bits=7`` builds (and caches apart) the graph a CPU without VNNI gets; its
+    integer products are exact everywhere, so training can judge it on any CPU."""
+    import onnx
+    from onnx import numpy_helper
+
+    engine = _load(tiny_artifact, tmp_path, "int8", smooth=True, weight_bits=7)
+    assert engine.info["int8"] == {"weight_bits": 7, "smoothed": True}
+    (path,) = tmp_path.glob("*-int8-*.onnx")
+    weights = [numpy_helper.to_array(init) for init in onnx.load(str(path)).graph.initializer]
+    integer = [w for w in weights if w.dtype == np.int8]
+    assert len(integer) == 12 and max(int(np.abs(w).max()) for w in integer) == 63
+    got, want = engine.predict_proba(TEXTS), fp32.predict_proba(TEXTS)
+    assert np.abs(got - want).max() < 0.05
+    eight = _load(tiny_artifact, tmp_path, "int8", smooth=True, weight_bits=8)
+    assert len(list(tmp_path.glob("*-int8-*.onnx"))) == 2  # one graph per width
+    assert not np.array_equal(eight.predict_proba(TEXTS), got)
+
+
 def test_the_manifest_decides_whether_int8_is_smoothed(tiny_artifact: Path, cache: Path,
                                                        tmp_path: Path) -> None:
-    """Without ``smooth``, the engine follows the artifact's ``int8_smooth`` (absent: fp32)."""
+    """Without ``smooth``, the engine follows the artifact's ``int8_smooth`` for its weight
+    bits (a bool: for all bits; absent: fp32)."""
     import shutil
 
     from models.artifact import read_manifest, update_manifest
@@ -148,6 +171,12 @@ def test_the_manifest_decides_whether_int8_is_smoothed(tiny_artifact: Path, cach
         want = _load(copy, cache, "int8", smooth=flag)
         np.testing.assert_array_equal(scores[flag], want.predict_proba(TEXTS[:20]))
     assert not np.array_equal(scores[True], scores[False])  # the two graphs do differ
+    bits = onnx_backend.int8_weight_bits()
+    for flag in (True, False):
+        update_manifest(copy, int8_smooth={str(bits): flag, str(15 - bits): not flag})
+        engine = _load(copy, cache, "int8", smooth=None)
+        assert engine.info["int8"] == {"weight_bits": bits, "smoothed": flag}
+        np.testing.assert_array_equal(engine.predict_proba(TEXTS[:20]), scores[flag])
     manifest = read_manifest(copy)
     del manifest["int8_smooth"]
     (copy / "manifest.json").write_text(__import__("json").dumps(manifest), encoding="utf-8")
@@ -319,7 +348,7 @@ def test_smoothing_quantises_the_matmul_after_gelu_and_tames_outlier_channels(
     peaks = {"g": np.abs(gelu).max(axis=0)}
     smooth, count = quantize_rows(_after_gelu(weight), peaks=peaks)
     assert count == 1
-    assert [n.op_type for n in smooth.graph.node].count("MatMulInteger") == 1
+    assert [n.op_type for n in smooth.graph.node].count("MatMulIntegerToFloat") == 1
     int8_weights = [numpy_helper.to_array(i) for i in smooth.graph.initializer
                     if numpy_helper.to_array(i).dtype == np.int8]
     assert len(int8_weights) == 1 and int8_weights[0].shape == weight.shape

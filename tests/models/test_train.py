@@ -100,19 +100,27 @@ def test_class_weights_favour_rare_classes() -> None:
 
 def test_training_keeps_the_smoothed_int8_graph_only_within_tolerance(
         tiny_artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The report scores the smoothed int8 graph against fp32 on the test split and records
-    the choice; past the tolerance it scores (and the engine serves) the fp32-down graph."""
+    """The report scores the smoothed int8 graph against fp32 on the test split, at each
+    weight width this CPU computes exactly, and records each choice; past the tolerance it
+    scores (and the engine serves) the fp32-down graph."""
     import shutil
 
     from models import train as train_module
     from models.data import Example
+    from models.onnx_backend import exact_weight_bits, int8_weight_bits
 
     manifest = read_manifest(tiny_artifact)
-    assert isinstance(manifest["int8_smooth"], bool)
+    widths = {str(bits) for bits in exact_weight_bits()}
+    assert set(manifest["int8_smooth"]) == widths
     metrics = json.loads((tiny_artifact / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["int8_smooth"] == manifest["int8_smooth"]
-    if metrics["int8_smooth"]:
-        assert metrics["test_fp32"]["macro_f1"] - metrics["test"]["macro_f1"] <= 0.003
+    assert set(metrics["int8_smoothed"]) == widths
+    fp32 = metrics["test_fp32"]["macro_f1"]
+    for bits, kept in manifest["int8_smooth"].items():
+        assert kept == (fp32 - metrics["int8_smoothed"][bits]["macro_f1"] <= 0.003)
+    if manifest["int8_smooth"][str(int8_weight_bits())]:
+        assert metrics["test"] == {**metrics["test"], **metrics["int8_smoothed"][
+            str(int8_weight_bits())]}
 
     copy = shutil.copytree(tiny_artifact, tmp_path / "copy",
                            ignore=shutil.ignore_patterns("onnx-cache"))
@@ -123,5 +131,5 @@ def test_training_keeps_the_smoothed_int8_graph_only_within_tolerance(
             for i, (text, label) in enumerate(zip(texts, labels, strict=True))]
     monkeypatch.setattr(train_module, "INT8_TOLERANCE", -1.0)  # nothing is close enough
     report = train_module._report(copy, test, test[:6], "cpu")
-    assert report["int8_smooth"] is False
-    assert "test_int8_smoothed" in report and report["test"]["dtype"] == "int8"
+    assert report["int8_smooth"] == {bits: False for bits in widths}
+    assert set(report["int8_smoothed"]) == widths and report["test"]["dtype"] == "int8"
