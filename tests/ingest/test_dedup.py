@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import pytest
 
 from finpulse.schemas import Post
-from ingest.dedup import NearDuplicateIndex, normalize
+from ingest.dedup import NearDuplicateIndex, normalize, shingles
 from tests.records import scored
 
 T0 = datetime(2024, 3, 4, tzinfo=timezone.utc)
@@ -92,14 +93,39 @@ def test_bad_parameters_are_refused() -> None:
         NearDuplicateIndex(max_posts=0)
 
 
-def test_signatures_are_datasketchs_own() -> None:
-    """The index reuses one set of permutations; a signature is what a fresh MinHash gives."""
-    from datasketch import MinHash
+def test_signatures_estimate_the_jaccard_similarity_of_the_shingles() -> None:
+    index = NearDuplicateIndex()
+    others = [
+        STORY,
+        STORY.replace("Boeing", "Airbus").replace("Alaska", "United"),
+        STORY[: len(STORY) // 2],
+        f"{STORY} while the airline grounds its fleet for inspections",
+        "Apple beats estimates on strong iPhone demand in China",
+    ]
+    mine = shingles(normalize(STORY))
+    estimates = []
+    for text in others:
+        theirs = shingles(normalize(text))
+        exact = len(np.intersect1d(mine, theirs)) / len(np.union1d(mine, theirs))
+        estimates.append(index.similarity(index.signature(STORY), index.signature(text)))
+        assert abs(estimates[-1] - exact) < 0.15, (text, exact, estimates[-1])
+    assert estimates[0] == 1.0 and estimates[-1] < 0.1
+    assert index.signature(STORY).dtype == np.uint32 and len(index.signature(STORY)) == 128
 
-    from ingest.dedup import shingles
 
-    index = NearDuplicateIndex(num_perm=64)
-    for text in ("Apple beats estimates", "RT @desk: Boeing shares fall https://x.co/1"):
-        fresh = MinHash(num_perm=64)
-        fresh.update_batch(list(shingles(normalize(text))))
-        assert (index.signature(text).hashvalues == fresh.hashvalues).all()
+def test_shingles_of_ascii_are_its_character_five_grams_and_short_texts_are_one() -> None:
+    text = normalize(STORY)
+    assert len(np.unique(shingles(text))) == len({text[i : i + 5] for i in range(len(text) - 4)})
+    assert len(shingles("ab")) == 1 and shingles("ab")[0] != shingles("ab ")[0]
+    assert shingles("")[0] != shingles("\x00")[0]  # the length tells them apart
+    assert len(shingles("münchen rück")) == len("münchen rück".encode()) - 4
+
+
+def test_evicted_posts_leave_the_candidate_buckets() -> None:
+    index = NearDuplicateIndex(max_posts=2)
+    for i, text in enumerate([STORY, "Apple beats estimates", "Tesla recalls cars", STORY]):
+        index.assign(f"p{i}", text, T0 + timedelta(minutes=i))
+    assert len(index) == 2
+    indexed = set().union(*(ids for buckets in index._buckets for ids in buckets.values()))
+    assert indexed == {"p2", "p3"}
+    assert index.assign("p4", STORY, T0 + timedelta(minutes=5)) == "p3"  # p0 is gone
