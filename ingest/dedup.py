@@ -148,10 +148,16 @@ class NearDuplicateIndex:
         # candidates 0.2 below it (tuned to 0.5, 25 bands of 5: 99% at 0.7) and confirm each
         # with the signatures' estimate.
         bands, rows = lsh_bands(max(threshold - 0.2, 0.1), num_perm)
-        # A band's key: its bytes of the signature (4 per uint32).
-        self._bands = [slice(4 * band * rows, 4 * (band + 1) * rows) for band in range(bands)]
-        self._buckets: list[dict[bytes, set[str]]] = [{} for _ in range(bands)]
+        self._banded = bands * rows
+        self._rows = rows
+        # Per band: its key (an int) -> the post in it, or a set when several share it. A
+        # lone post is most buckets, and a set costs 216 bytes: the index took ~10 KB a
+        # post with a set in every bucket and bytes keys, ~4 KB this way (README: Memory).
+        self._buckets: list[dict[int, str | set[str]]] = [{} for _ in range(bands)]
         random = np.random.default_rng(seed)
+        # A band's key is a random odd-weighted sum of its values, mod 2**64; a collision
+        # only adds a candidate, which the similarity check then drops.
+        self._band_weights = random.integers(0, 2**63, rows, dtype=np.uint64) * np.uint64(2) + 1
         # Odd multipliers: multiply-add-shift hashing of 64-bit keys to their top 32 bits.
         self._multipliers = (random.integers(0, 2**63, num_perm, dtype=np.uint64) * np.uint64(2)
                              + np.uint64(1))[:, None]
@@ -222,22 +228,28 @@ class NearDuplicateIndex:
         self._entries[post_id] = _Entry(cluster_id, signature, published_at, names)
         self._order.append(post_id)
         for key, buckets in zip(self._band_keys(signature), self._buckets, strict=True):
-            bucket = buckets.get(key)
-            if bucket is None:
-                buckets[key] = {post_id}
+            held = buckets.get(key)
+            if held is None:
+                buckets[key] = post_id
+            elif isinstance(held, str):
+                buckets[key] = {held, post_id}
             else:
-                bucket.add(post_id)
+                held.add(post_id)
         return cluster_id
 
-    def _band_keys(self, signature: np.ndarray) -> list[bytes]:
-        raw = signature.tobytes()
-        return [raw[band] for band in self._bands]
+    def _band_keys(self, signature: np.ndarray) -> list[int]:
+        bands = signature[: self._banded].reshape(-1, self._rows).astype(np.uint64)
+        return (bands * self._band_weights).sum(axis=1).tolist()
 
     def _candidates(self, signature: np.ndarray) -> set[str]:
         """Indexed posts that share at least one band with ``signature``."""
         found: set[str] = set()
         for key, buckets in zip(self._band_keys(signature), self._buckets, strict=True):
-            found.update(buckets.get(key, ()))
+            held = buckets.get(key)
+            if isinstance(held, str):
+                found.add(held)
+            elif held is not None:
+                found.update(held)
         return found
 
     def _match(self, signature: np.ndarray, tickers: frozenset[str]) -> str | None:
@@ -265,10 +277,13 @@ class NearDuplicateIndex:
             del self._entries[key]
             for band_key, buckets in zip(self._band_keys(entry.signature), self._buckets,
                                          strict=True):
-                bucket = buckets[band_key]
-                bucket.discard(key)
-                if not bucket:
+                held = buckets[band_key]
+                if isinstance(held, str):
                     del buckets[band_key]
+                else:
+                    held.discard(key)
+                    if len(held) == 1:
+                        buckets[band_key] = held.pop()
 
     def seed(self, posts: Iterable[_PostLike]) -> int:
         """Load stored posts (with their stored ``cluster_id``), oldest first.

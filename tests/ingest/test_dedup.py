@@ -126,6 +126,7 @@ def test_evicted_posts_leave_the_candidate_buckets() -> None:
     for i, text in enumerate([STORY, "Apple beats estimates", "Tesla recalls cars", STORY]):
         index.assign(f"p{i}", text, T0 + timedelta(minutes=i))
     assert len(index) == 2
-    indexed = set().union(*(ids for buckets in index._buckets for ids in buckets.values()))
+    indexed = set().union(*({held} if isinstance(held, str) else held
+                            for buckets in index._buckets for held in buckets.values()))
     assert indexed == {"p2", "p3"}
     assert index.assign("p4", STORY, T0 + timedelta(minutes=5)) == "p3"  # p0 is gone
