@@ -40,7 +40,7 @@ from models.card import write_card
 from models.config import PROMPT_METHODS, TrainConfig
 from models.data import SOURCE_MARKERS, Example, load_dataset, split_examples, with_marker, write_split
 from models.evaluate import compute_metrics, evaluate_engine, plot_confusion
-from models.inference import SentimentEngine, cpu_supports_bf16, resolve_device
+from models.inference import SentimentEngine, cpu_bf16_is_faster, resolve_device
 from models.onnx_backend import exact_weight_bits, int8_weight_bits
 from models.network import (
     SentimentClassifier,
@@ -645,7 +645,7 @@ def rdrop_loss(loss_fn: nn.Module, first: torch.Tensor, second: torch.Tensor,
 
 def _uses_bf16(config: TrainConfig, device: torch.device) -> bool:
     if config.autocast == "auto":
-        return device.type == "cuda" or cpu_supports_bf16()
+        return device.type == "cuda" or cpu_bf16_is_faster()
     return config.autocast == "bf16"
 
 

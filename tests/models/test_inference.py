@@ -80,6 +80,28 @@ def test_device_and_dtype_resolution() -> None:
     assert caught.value.field == "dtype"
     with pytest.raises(ConfigError):
         resolve_device("tpu")
+
+
+def test_cpu_auto_dtype_is_bf16_only_where_it_was_measured_faster(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from models import inference
+
+    assert inference.cpu_bf16_is_faster() in (True, False)
+    if not inference.cpu_supports_bf16():
+        assert inference.cpu_bf16_is_faster() is False  # no bf16 units: never timed
+    want = torch.bfloat16 if inference.cpu_bf16_is_faster() else torch.float32
+    assert resolve_dtype("auto", torch.device("cpu")) == want
+    # The measurement decides, not the flags: a CPU with bf16 units where bf16 is slower.
+    inference.cpu_bf16_is_faster.cache_clear()
+    monkeypatch.setattr(inference, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(inference, "BF16_MIN_SPEEDUP", 1e9)  # nothing is that much faster
+    try:
+        assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+        inference.cpu_bf16_is_faster.cache_clear()
+        monkeypatch.setattr(inference, "BF16_MIN_SPEEDUP", 1e-9)
+        assert resolve_dtype("auto", torch.device("cpu")) == torch.bfloat16
+    finally:
+        inference.cpu_bf16_is_faster.cache_clear()
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA"):
             resolve_device("cuda")
