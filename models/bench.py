@@ -152,7 +152,8 @@ def run_bench(
     Returns:
         ``n``, ``naive_n``, ``rounds``, ``model_version``, ``baseline_version``, ``device``,
         ``threads``,
-        ``default_backend``, ``default_dtype``, ``texts_per_s`` (variant -> median rate),
+        ``default_backend``, ``default_dtype``, ``default_workers``, for the int8 graph
+        ``default_int8`` (weight bits, smoothed), ``texts_per_s`` (variant -> median rate),
         ``texts_per_s_rounds`` (variant -> rate per round), ``speedup_vs_one_per_call`` and
         ``speedup_vs_hf_pipeline`` (median over rounds of the ratio within each round) and,
         with labels, ``macro_f1`` (variant -> macro-F1 on all ``n`` texts),
@@ -185,6 +186,7 @@ def run_bench(
         "default_backend": default.backend,
         "default_dtype": default.info["dtype"],
         "default_workers": default.info["workers"],
+        **({"default_int8": default.info["int8"]} if "int8" in default.info else {}),
         "threads": torch.get_num_threads(),
         "texts_per_s": rates,
         "texts_per_s_rounds": {k: [round(v, 1) for v in vs] for k, vs in samples.items()},

@@ -37,6 +37,8 @@ def test_labelled_texts_give_rates_and_macro_f1_per_variant(
     # On the CPU the onnx default scores one batch per thread at once.
     assert result["default_workers"] == (result["threads"] if result["default_backend"] == "onnx"
                                          else 1)
+    if result["default_dtype"] == "int8":
+        assert result["default_int8"]["weight_bits"] in (7, 8)
 
 
 def test_unlabelled_texts_give_rates_only(tmp_path: Path, tiny_artifact: Path,
