@@ -43,9 +43,12 @@ logger = logging.getLogger(__name__)
 
 #: Bytes per shingle (at most 7: a shingle and its length tag are packed into 64 bits).
 SHINGLE_CHARS = 5
-#: Texts whose signatures are computed together: one hash matrix of 128 functions x ~70
-#: shingles x 8 texts x 8 bytes (~0.6 MB) stays in a core's cache (64 texts were slower).
-_SIGNATURE_CHUNK = 8
+#: Shingles hashed together: a hash matrix of 128 functions x ~600 shingles (8 tweets) x 8
+#: bytes, ~0.6 MB, stays in a core's cache (64 tweets at once were slower).
+_SIGNATURE_CHUNK = 600
+#: Only the first this many characters of a normalised text are shingled: copies of a long
+#: article share its opening, and a 1 MB post would otherwise need a 1 GB hash matrix.
+MAX_SHINGLED_CHARS = 4096
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 _RETWEET = re.compile(r"^\s*(?:rt|via)\s+@\w+\s*:?\s*", re.IGNORECASE)
 _MENTION = re.compile(r"@\w+")
@@ -177,13 +180,19 @@ class NearDuplicateIndex:
         """The signatures of several texts, shape ``(len(texts), num_perm)``, computed
         together (a few numpy operations per chunk of texts instead of per text)."""
         found = np.empty((len(texts), self.num_perm), dtype=np.uint32)
-        for start in range(0, len(texts), _SIGNATURE_CHUNK):
-            parts = [shingles(normalize(text)) for text in texts[start:start + _SIGNATURE_CHUNK]]
-            offsets = np.cumsum([0] + [len(part) for part in parts[:-1]])
-            hashes = self._multipliers * _mix(np.concatenate(parts))[None, :]
-            hashes += self._offsets
-            hashes >>= np.uint64(32)
-            found[start:start + len(parts)] = np.minimum.reduceat(hashes, offsets, axis=1).T
+        parts: list[np.ndarray] = []
+        done = pending = 0
+        for i, text in enumerate(texts):
+            parts.append(shingles(normalize(text)[:MAX_SHINGLED_CHARS]))
+            pending += len(parts[-1])
+            if i == len(texts) - 1 or pending >= _SIGNATURE_CHUNK:
+                offsets = np.cumsum([0] + [len(part) for part in parts[:-1]])
+                hashes = self._multipliers * _mix(np.concatenate(parts))[None, :]
+                hashes += self._offsets
+                hashes >>= np.uint64(32)
+                found[done:done + len(parts)] = np.minimum.reduceat(hashes, offsets, axis=1).T
+                done += len(parts)
+                parts, pending = [], 0
         return found
 
     @staticmethod

@@ -130,3 +130,14 @@ def test_evicted_posts_leave_the_candidate_buckets() -> None:
                             for buckets in index._buckets for held in buckets.values()))
     assert indexed == {"p2", "p3"}
     assert index.assign("p4", STORY, T0 + timedelta(minutes=5)) == "p3"  # p0 is gone
+
+
+def test_a_huge_post_is_clustered_by_its_opening_without_a_huge_hash_matrix() -> None:
+    index = NearDuplicateIndex()
+    article = STORY + " " + " ".join(f"paragraph{i}" for i in range(200_000))  # ~2.3 MB
+    # Only the opening counts: the signature is that of the first ~5,000 characters.
+    assert np.array_equal(index.signature(article), index.signature(article[:5000]))
+    assert not np.array_equal(index.signature(article), index.signature(article[:3000]))
+    assert index.assign("long", article, T0) == "long"
+    assert index.assign("copy", article + " Updated with comment.", T0) == "long"
+    assert index.assign("other", "Apple beats estimates " * 50_000, T0) == "other"
