@@ -309,8 +309,12 @@ class SentimentEngine:
         engine = cls(model, tokenizer, manifest, device=torch_device, dtype=torch_dtype,
                      max_length=max_length, batch_tokens=batch_tokens, onnx=onnx,
                      onnx_dtype=chosen_dtype)
+        detail = engine.info["dtype"]
+        if onnx is not None and onnx.int8:
+            detail += (f", {onnx.int8['weight_bits']}-bit weights, FFN down-projections "
+                       + ("smoothed" if onnx.int8["smoothed"] else "in fp32"))
         logger.info("loaded model %s: %s on %s (%s)", engine.version, chosen, torch_device,
-                    engine.info["dtype"])
+                    detail)
         return engine
 
     @property
