@@ -41,7 +41,6 @@ from models.config import PROMPT_METHODS, TrainConfig
 from models.data import SOURCE_MARKERS, Example, load_dataset, split_examples, with_marker, write_split
 from models.evaluate import compute_metrics, evaluate_engine, plot_confusion
 from models.inference import SentimentEngine, cpu_bf16_is_faster, resolve_device
-from models.onnx_backend import exact_weight_bits, int8_weight_bits
 from models.network import (
     SentimentClassifier,
     count_parameters,
@@ -52,6 +51,7 @@ from models.network import (
     resolve_base,
     student_layers,
 )
+from models.onnx_backend import exact_weight_bits, int8_weight_bits
 
 __all__ = [
     "TrainConfig", "TrainingStopped", "apply_method", "distill_loss", "layer_lr_scale",
