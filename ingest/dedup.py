@@ -69,10 +69,10 @@ def shingles(text: str, size: int = SHINGLE_CHARS) -> np.ndarray:
     """The ``size``-byte shingles of a normalised text's UTF-8, as uint64, repeats kept (a
     minimum does not need them removed); the whole text, tagged with its length, when it is
     shorter."""
-    data = np.frombuffer(text.encode(), dtype=np.uint8).astype(np.uint64)
-    if len(data) <= size:
-        value = int.from_bytes(data.astype(np.uint8).tobytes(), "big") | (len(data) << 56)
-        return np.array([value], dtype=np.uint64)
+    raw = text.encode()
+    if len(raw) <= size:
+        return np.array([int.from_bytes(raw, "big") | (len(raw) << 56)], dtype=np.uint64)
+    data = np.frombuffer(raw, dtype=np.uint8).astype(np.uint64)
     count = len(data) - size + 1
     values = np.zeros(count, dtype=np.uint64)
     for offset in range(size):
@@ -233,11 +233,12 @@ class NearDuplicateIndex:
         if signature is None:
             signature = self.signature(text)
         names = frozenset(tickers)
+        keys = self._band_keys(signature)
         if cluster_id is None:
-            cluster_id = self._match(signature, names) or post_id
+            cluster_id = self._match(signature, keys, names) or post_id
         self._entries[post_id] = _Entry(cluster_id, signature, published_at, names)
         self._order.append(post_id)
-        for key, buckets in zip(self._band_keys(signature), self._buckets, strict=True):
+        for key, buckets in zip(keys, self._buckets, strict=True):
             held = buckets.get(key)
             if held is None:
                 buckets[key] = post_id
@@ -251,10 +252,10 @@ class NearDuplicateIndex:
         bands = signature[: self._banded].reshape(-1, self._rows).astype(np.uint64)
         return (bands * self._band_weights).sum(axis=1).tolist()
 
-    def _candidates(self, signature: np.ndarray) -> set[str]:
-        """Indexed posts that share at least one band with ``signature``."""
+    def _candidates(self, keys: list[int]) -> set[str]:
+        """Indexed posts that share at least one band key with ``keys``."""
         found: set[str] = set()
-        for key, buckets in zip(self._band_keys(signature), self._buckets, strict=True):
+        for key, buckets in zip(keys, self._buckets, strict=True):
             held = buckets.get(key)
             if isinstance(held, str):
                 found.add(held)
@@ -262,10 +263,11 @@ class NearDuplicateIndex:
                 found.update(held)
         return found
 
-    def _match(self, signature: np.ndarray, tickers: frozenset[str]) -> str | None:
+    def _match(self, signature: np.ndarray, keys: list[int],
+               tickers: frozenset[str]) -> str | None:
         """The cluster of the most similar indexed post at or above the threshold."""
         best: tuple[float, str] | None = None
-        for key in sorted(self._candidates(signature)):
+        for key in sorted(self._candidates(keys)):
             entry = self._entries[key]
             if tickers and entry.tickers and not tickers & entry.tickers:
                 continue

@@ -376,13 +376,12 @@ def load_onnx(model: torch.nn.Module, version: str, *, dtype: str, cache_dir: Pa
     if dtype not in ("int8", "float32"):
         raise ConfigError(f"dtype: the onnx backend runs int8 or float32, not {dtype}",
                           field="dtype")
-    path = graph_path(cache_dir or default_cache_dir(artifact), version, dtype, calibration,
-                      weight_bits)
+    bits = weight_bits or int8_weight_bits()
+    path = graph_path(cache_dir or default_cache_dir(artifact), version, dtype, calibration, bits)
     if not path.is_file():
-        build_graph(model, path, dtype=dtype, calibration=calibration, weight_bits=weight_bits)
+        build_graph(model, path, dtype=dtype, calibration=calibration, weight_bits=bits)
     classifier = OnnxClassifier(path, threads=threads, workers=workers)
     if dtype == "int8":
-        classifier.int8 = {"weight_bits": weight_bits or int8_weight_bits(),
-                           "smoothed": bool(calibration)}
+        classifier.int8 = {"weight_bits": bits, "smoothed": bool(calibration)}
     return classifier
 
