@@ -4,8 +4,40 @@ from __future__ import annotations
 
 from typing import Any
 
+import google_crc32c
+from kafka.record import default_records, util
+
 from finpulse.errors import ConfigError
 from finpulse.settings import KafkaSettings
+
+
+def _crc32c(view: memoryview) -> int:
+    # The C extension takes bytes, not a memoryview slice: one copy of a record batch costs
+    # microseconds, the pure-Python checksum milliseconds.
+    return google_crc32c.value(bytes(view))
+
+
+def use_native_crc32c() -> bool:
+    """Point kafka-python's CRC-32C (record batches, produced and fetched) at C code.
+
+    kafka-python computes the checksum of every record batch in pure Python unless the
+    LGPL ``crc32c`` package is installed; that was 3.6% of a scorer's samples when draining
+    the broker. ``google-crc32c`` (Apache-2.0) computes the same checksum in C. Batches are
+    still checked on fetch (``check_crcs``); only the implementation changes.
+
+    Returns:
+        True when the C implementation is in use (``google-crc32c`` built with its
+        extension, or kafka-python's own ``crc32c`` import), False for pure Python.
+    """
+    if util.crc32c_c is not None:
+        return True
+    if google_crc32c.implementation != "c":
+        return False
+    default_records.calc_crc32c = _crc32c
+    return True
+
+
+NATIVE_CRC32C = use_native_crc32c()
 
 
 def client_config(kafka: KafkaSettings) -> dict[str, Any]:
