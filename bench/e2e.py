@@ -12,7 +12,8 @@ the environment) and runs the real ``ScorerService``:
 3. latency, per mode: fresh topics, posts published at half that mode's measured capacity
    while the scorer runs; p50/p99 publish-to-stored from
    ``finpulse_pipeline_end_to_end_latency_seconds`` (interpolated within histogram
-   buckets, as Prometheus' ``histogram_quantile`` does).
+   buckets, as Prometheus' ``histogram_quantile`` does), and ``latency_p99_le_s``, the
+   upper bound of the bucket p99 lies in (what the histogram proves).
 
 Steps 1-2 run in ``--rounds`` rounds, each measuring every variant (in alternating order),
 and each rate is the median over rounds, so a burst of load from other processes hits all
@@ -104,8 +105,8 @@ def fresh_kafka(settings: Settings, bootstrap: str) -> Settings:
     return settings.model_copy(update={"kafka": kafka})
 
 
-def quantile(metrics: Metrics, q: float) -> float:
-    """``histogram_quantile(q)`` of the end-to-end latency histogram (seconds)."""
+def _latency_buckets(metrics: Metrics) -> list[tuple[float, float]]:
+    """The end-to-end latency histogram's ``(le, cumulative count)`` pairs, ascending."""
     registry = metrics.registry
     assert registry is not None
     name = "finpulse_pipeline_end_to_end_latency_seconds"
@@ -114,7 +115,20 @@ def quantile(metrics: Metrics, q: float) -> float:
         for sample in family.samples:
             if sample.name == f"{name}_bucket":
                 buckets.append((float(sample.labels["le"]), sample.value))
-    buckets.sort()
+    return sorted(buckets)
+
+
+def quantile_bound(metrics: Metrics, q: float) -> float:
+    """The upper bound of the bucket holding quantile ``q``: at least a share ``q`` of the
+    posts were stored within this many seconds (what the histogram proves)."""
+    buckets = _latency_buckets(metrics)
+    rank = q * buckets[-1][1]
+    return next(upper for upper, count in buckets if count >= rank)
+
+
+def quantile(metrics: Metrics, q: float) -> float:
+    """``histogram_quantile(q)`` of the end-to-end latency histogram (seconds)."""
+    buckets = _latency_buckets(metrics)
     total = buckets[-1][1]
     if total == 0:
         return float("nan")
@@ -265,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{prefix}latency_rate_per_s": round(half, 1), f"{prefix}latency_n": latency_n,
             f"{prefix}latency_p50_s": round(quantile(metrics, 0.50), 3),
             f"{prefix}latency_p99_s": round(quantile(metrics, 0.99), 3),
+            f"{prefix}latency_p99_le_s": quantile_bound(metrics, 0.99),
         })
     if len(modes) == 2:
         result["pipeline_speedup"] = round(
