@@ -11,8 +11,10 @@ driver's first line, never the SQL statement).
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -279,13 +281,7 @@ class Storage:
             )
         new_scores = 0
         with self.begin() as conn:
-            # One statement per table: executemany of one cached, compiled INSERT, which
-            # SQLAlchemy sends as multi-row VALUES pages ("insertmanyvalues"); building a
-            # fresh multi-row INSERT per batch cost more client CPU than the database did.
-            new_ids = set(conn.execute(
-                self.insert(t.posts).on_conflict_do_nothing().returning(t.posts.c.id),
-                list(post_rows.values()),
-            ).scalars())
+            new_ids = set(self.insert_new(conn, t.posts, list(post_rows.values()), t.posts.c.id))
             # Already stored with other content (first write wins): no tickers, no scores.
             unchecked = [post_rows[i] for i in post_rows if i not in new_ids and i not in checked]
             others = _stored_differently(conn, unchecked)
@@ -293,13 +289,10 @@ class Storage:
                 ticker_rows = {k: v for k, v in ticker_rows.items() if k[0] not in others}
                 score_rows = {k: v for k, v in score_rows.items() if k[0] not in others}
             if ticker_rows:
-                conn.execute(self.insert(t.post_tickers).on_conflict_do_nothing(),
-                             list(ticker_rows.values()))
+                self.insert_new(conn, t.post_tickers, list(ticker_rows.values()))
             if score_rows:
-                new_post_ids = list(conn.execute(
-                    self.insert(t.scores).on_conflict_do_nothing().returning(t.scores.c.post_id),
-                    list(score_rows.values()),
-                ).scalars())
+                new_post_ids = self.insert_new(conn, t.scores, list(score_rows.values()),
+                                               t.scores.c.post_id)
                 new_scores = len(new_post_ids)
                 _mark_dirty(self, conn, new_post_ids, post_rows, now)
             if progress:
@@ -310,6 +303,41 @@ class Storage:
                 save_shadow(self, conn, shadow, skip=others, on_error=on_shadow_error)
         logger.debug("stored %d scored posts: %d new scores", len(posts), new_scores)
         return new_scores
+
+    def insert_new(self, conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]],
+                   returning: sa.Column[Any] | None = None) -> list[Any]:
+        """``INSERT ... ON CONFLICT DO NOTHING`` of many rows with the same keys.
+
+        On PostgreSQL the rows travel as one array per column through ``unnest``: one short
+        statement whatever the batch size. A multi-row ``VALUES`` statement (SQLAlchemy's
+        executemany, "insertmanyvalues") has a placeholder per value, and psycopg parses any
+        statement over 4,096 characters or 50 parameters again at every execution: that
+        parse was ~13% of a scorer's host time (``bench/e2e.py --host-ceiling``, py-spy).
+        SQLite keeps the executemany.
+
+        Args:
+            conn: the transaction's connection.
+            table: the table.
+            rows: the rows, as column name -> value; every row has the same keys.
+            returning: a column to return for the rows actually inserted.
+
+        Returns:
+            ``returning``'s values of the inserted rows (empty without ``returning``).
+        """
+        if not rows:
+            return []
+        if self.dialect != "postgresql":
+            stmt = self.insert(table).on_conflict_do_nothing()
+            if returning is None:
+                conn.execute(stmt, list(rows))
+                return []
+            return list(conn.execute(stmt.returning(returning), list(rows)).scalars())
+        columns = tuple(rows[0])
+        stmt = _unnest_insert(table, columns, returning.name if returning is not None else None)
+        params = {f"c{i}": _array(table.c[name], (row[name] for row in rows), conn.dialect)
+                  for i, name in enumerate(columns)}
+        result = conn.execute(stmt, params)
+        return list(result.scalars()) if returning is not None else []
 
     def count_posts(self) -> int:
         """The number of stored posts."""
@@ -539,6 +567,40 @@ def _stored_differently(conn: Connection, rows: Sequence[dict[str, Any]]) -> set
             ):
                 found.add(stored["id"])
     return found
+@functools.lru_cache(maxsize=64)
+def _unnest_insert(table: sa.Table, columns: tuple[str, ...], returning: str | None) -> Any:
+    """``INSERT INTO table (columns) SELECT * FROM unnest(:c0, ...) ON CONFLICT DO NOTHING``
+    on PostgreSQL, each parameter an array cast to its column's type."""
+    dialect = postgresql.dialect()
+    quote = dialect.identifier_preparer.quote
+    casts = ", ".join(f"CAST(:c{i} AS {_array_type(table.c[name])}[])"
+                      for i, name in enumerate(columns))
+    sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
+           f"SELECT * FROM unnest({casts}) ON CONFLICT DO NOTHING")
+    if returning is not None:
+        sql += f" RETURNING {quote(returning)}"
+    return sa.text(sql)
+
+
+def _array_type(column: sa.Column[Any]) -> str:
+    """The element type of a column's ``unnest`` array. Strings go as ``text``: a cast to
+    ``varchar(n)`` would cut a long value, where the insert itself refuses it."""
+    if isinstance(column.type, sa.String):
+        return "TEXT"
+    if isinstance(column.type, sa.JSON):
+        return "JSON"
+    return str(column.type.compile(dialect=postgresql.dialect()))
+
+
+def _array(column: sa.Column[Any], values: Iterable[Any], dialect: sa.Dialect) -> list[Any]:
+    """One column's values as the driver takes them (each through the column type's own bind
+    processing, so e.g. a naive datetime is refused as it would be row by row)."""
+    if isinstance(column.type, sa.JSON):
+        return [json.dumps(value) for value in values]
+    process = column.type.bind_processor(dialect)
+    return [process(value) for value in values] if process is not None else list(values)
+
+
 def _mark_dirty(
     storage: Storage,
     conn: Connection,

@@ -142,6 +142,54 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(sqlite_url: str) -> None:
         storage.dispose()
 
 
+AWKWARD_TEXTS = [
+    'He said "sell", then \\ "buy" {a,b} (NULL)',
+    "NULL",
+    "",
+    "line one\nline two\ttab, comma; semicolon",
+    "emoji \U0001f4c9 and accents: Société Générale, Nestlé, 株式",
+    "{\"json\": [1, 2]}",
+    "x" * 20_000,
+]
+
+
+def test_a_batch_of_awkward_posts_reads_back_exactly(storage: Storage) -> None:
+    """Quotes, backslashes, braces, commas, the word NULL, empty and long texts, no
+    tickers and many: what goes in comes back (PostgreSQL sends them as arrays)."""
+    tickers = [("ACME",), (), ("A", "B", "C", "D"), ("ACME",), ("BRK.B",), ("ACME",), ("ZZ",)]
+    batch = [
+        scored(f"awk-{i}", timedelta(minutes=i), tickers[i], score=0.3 - 0.1 * i, text=text)
+        .model_copy(update={"title": None if i % 2 else f'title "{i}"', "author": "a\\b"})
+        for i, text in enumerate(AWKWARD_TEXTS)
+    ]
+    assert storage.save_scored(batch) == len(batch)
+    assert storage.save_scored(batch) == 0
+    with storage.engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(sa.select(tables.posts))}
+        ticker_rows = set(conn.execute(sa.select(tables.post_tickers.c.post_id,
+                                                 tables.post_tickers.c.ticker)))
+        scores = {r.post_id: r for r in conn.execute(sa.select(tables.scores))}
+    for post in batch:
+        row = rows[post.id]
+        assert (row.text, row.title, row.author, tuple(row.tickers)) == (
+            post.text, post.title, post.author, post.tickers)
+        assert row.published_at == post.published_at
+        assert scores[post.id].score == pytest.approx(post.score)
+        assert scores[post.id].label == post.label and scores[post.id].role == "live"
+    assert ticker_rows == {(p.id, ticker) for p in batch for ticker in p.tickers}
+
+
+def test_a_value_too_long_for_its_column_is_refused_not_cut(storage: Storage) -> None:
+    """An author over the column's 200 characters fails the batch (nothing stored) rather
+    than being silently shortened."""
+    long_author = scored("long", timedelta(0)).model_copy(update={"author": "y" * 201})
+    if storage.dialect == "sqlite":
+        pytest.skip("SQLite does not enforce VARCHAR lengths")
+    with pytest.raises(StorageError):
+        storage.save_scored([scored("fine", timedelta(0)), long_author])
+    assert storage.count_posts() == 0
+
+
 def test_naive_datetimes_are_refused(storage: Storage) -> None:
     with pytest.raises(StorageError, match="naive datetime"):
         storage.scores(since=T0.replace(tzinfo=None))
