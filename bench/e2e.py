@@ -13,11 +13,14 @@ the environment) and runs the real ``ScorerService``:
    while the scorer runs; p50/p99 publish-to-stored from
    ``finpulse_pipeline_end_to_end_latency_seconds`` (interpolated within histogram
    buckets, as Prometheus' ``histogram_quantile`` does), and ``latency_p99_le_s``, the
-   upper bound of the bucket p99 lies in (what the histogram proves).
+   upper bound of the bucket p99 lies in (what the histogram proves);
+4. with ``--host-ceiling``: capacity again (pipelined) with the model replaced by fixed
+   probabilities, everything else real: the host side's ceiling for one scorer process
+   (``host_ceiling_texts_per_s``, ``host_ms_per_post``), what an accelerator cannot lift.
 
-Steps 1-2 run in ``--rounds`` rounds, each measuring every variant (in alternating order),
-and each rate is the median over rounds, so a burst of load from other processes hits all
-variants alike.
+Steps 1, 2 and 4 run in ``--rounds`` rounds, each measuring every variant (in alternating
+order), and each rate is the median over rounds, so a burst of load from other processes hits
+all variants alike.
 
 Run from the repository root::
 
@@ -38,6 +41,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
@@ -198,6 +202,48 @@ def engine_rates(engine: Any, texts: Sequence[str], batch: int, rounds: int) -> 
 MODES = {"pipelined": True, "serial": False}
 
 
+class _NoModel:
+    """Stands in for the model: fixed probabilities for every padded batch, no inference.
+
+    A scorer run with it does everything else for real (Kafka fetch and decode, validation,
+    near-duplicates, tokenising and padding, PostgreSQL writes, the scored topic, offset
+    commits), so its rate is the host side's ceiling for one scorer process: the rate no
+    accelerator can lift that process above.
+    """
+
+    workers = 1
+    int8 = None
+
+    def __init__(self, labels: int) -> None:
+        self.row = [0.2] * labels
+        self.row[-1] += 1.0 - sum(self.row)
+
+    def probabilities(self, ids: Any) -> Any:
+        return np.tile(np.asarray(self.row, dtype=np.float32), (len(ids), 1))
+
+    def run_all(self, padded: Any) -> Iterator[Any]:
+        for ids, _mask in padded:
+            yield self.probabilities(ids)
+
+
+@contextmanager
+def without_model(engine: Any) -> Iterator[None]:
+    """Swap the engine's ONNX sessions (or torch forward pass) for ``_NoModel``."""
+    stand_in = _NoModel(len(engine.labels))
+    if engine._onnx is not None:
+        onnx, engine._onnx = engine._onnx, stand_in
+        try:
+            yield
+        finally:
+            engine._onnx = onnx
+    else:
+        engine._forward = lambda ids, mask: stand_in.probabilities(ids)
+        try:
+            yield
+        finally:
+            del engine._forward
+
+
 def with_pipeline(settings: Settings, on: bool) -> Settings:
     scorer = settings.scorer.model_copy(update={"pipeline": on})
     return settings.model_copy(update={"scorer": scorer})
@@ -212,6 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="rounds of the engine and capacity runs (median)")
     parser.add_argument("--modes", default="pipelined,serial",
                         help="comma-separated scorer modes to run: pipelined, serial")
+    parser.add_argument("--host-ceiling", action="store_true",
+                        help="also drain N posts with the model replaced by fixed "
+                             "probabilities (pipelined): the host side's ceiling")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -228,6 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     micro: list[float] = []
     e2e: dict[str, list[float]] = {mode: [] for mode in modes}
     latency: dict[str, tuple[float, int, Metrics]] = {}
+    host: list[float] = []
     stored = 0
     with throwaway_database("finpulse_e2e") as url:
         with EmbeddedBroker() as broker:
@@ -247,6 +297,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     publish(run_settings, make_posts(texts, f"cap{round_}{mode}"))
                     rate, _, stored = run_scorer(run_settings, engine, storage, args.n)
                     e2e[mode].append(rate)
+                if args.host_ceiling:
+                    run_settings = fresh_kafka(with_pipeline(settings, True),
+                                               broker.bootstrap_servers)
+                    publish(run_settings, make_posts(texts, f"host{round_}"))
+                    with without_model(engine):
+                        rate, _, _ = run_scorer(run_settings, engine, storage, args.n)
+                    host.append(rate)
 
             for mode in modes:
                 half = statistics.median(e2e[mode]) / 2
@@ -281,6 +338,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{prefix}latency_p99_s": round(quantile(metrics, 0.99), 3),
             f"{prefix}latency_p99_le_s": quantile_bound(metrics, 0.99),
         })
+    if host:
+        result["host_ceiling_texts_per_s"] = round(statistics.median(host), 1)
+        result["host_ceiling_rounds"] = [round(r, 1) for r in host]
+        result["host_ms_per_post"] = round(1000 / statistics.median(host), 3)
     if len(modes) == 2:
         result["pipeline_speedup"] = round(
             statistics.median(e2e["pipelined"]) / statistics.median(e2e["serial"]), 3)
