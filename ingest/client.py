@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import google_crc32c
 from kafka.record import default_records, util
 
 from finpulse.errors import ConfigError
 from finpulse.settings import KafkaSettings
+
+try:
+    import google_crc32c
+except ImportError:  # a bare install of kafka-python's own needs (bench/gpu_run.sh)
+    google_crc32c = None
 
 
 def _crc32c(view: memoryview) -> int:
@@ -27,11 +31,12 @@ def use_native_crc32c() -> bool:
 
     Returns:
         True when the C implementation is in use (``google-crc32c`` built with its
-        extension, or kafka-python's own ``crc32c`` import), False for pure Python.
+        extension, or kafka-python's own ``crc32c`` import), False for pure Python
+        (``google-crc32c``, a dependency, is missing or built without its extension).
     """
     if util.crc32c_c is not None:
         return True
-    if google_crc32c.implementation != "c":
+    if google_crc32c is None or google_crc32c.implementation != "c":
         return False
     default_records.calc_crc32c = _crc32c
     return True
