@@ -65,9 +65,8 @@ def insert_scores(
     rows = list({(p.id, p.model_version): _score_row(p, role, now) for p in posts}.values())
     if not rows:
         return 0
-    # One cached INSERT, executemany (sent as multi-row pages), like ``Storage.save_scored``.
-    stmt = storage.insert(t.scores).on_conflict_do_nothing().returning(t.scores.c.post_id)
-    return len(conn.execute(stmt, rows).all())
+    # Rows as arrays on PostgreSQL, like ``Storage.save_scored``.
+    return len(storage.insert_new(conn, t.scores, rows, t.scores.c.post_id))
 
 
 def save_shadow(
