@@ -333,10 +333,10 @@ class Storage:
                 return []
             return list(conn.execute(stmt.returning(returning), list(rows)).scalars())
         columns = tuple(rows[0])
-        stmt = _unnest_insert(table, columns, returning.name if returning is not None else None)
+        sql = _unnest_insert(table, columns, returning.name if returning is not None else None)
         params = {f"c{i}": _array(table.c[name], (row[name] for row in rows), conn.dialect)
                   for i, name in enumerate(columns)}
-        result = conn.execute(stmt, params)
+        result = conn.exec_driver_sql(sql, params)
         return list(result.scalars()) if returning is not None else []
 
     def count_posts(self) -> int:
@@ -568,18 +568,22 @@ def _stored_differently(conn: Connection, rows: Sequence[dict[str, Any]]) -> set
                 found.add(stored["id"])
     return found
 @functools.lru_cache(maxsize=64)
-def _unnest_insert(table: sa.Table, columns: tuple[str, ...], returning: str | None) -> Any:
-    """``INSERT INTO table (columns) SELECT * FROM unnest(:c0, ...) ON CONFLICT DO NOTHING``
-    on PostgreSQL, each parameter an array cast to its column's type."""
+def _unnest_insert(table: sa.Table, columns: tuple[str, ...], returning: str | None) -> str:
+    """``INSERT INTO table (columns) SELECT * FROM unnest(%(c0)b, ...) ON CONFLICT DO NOTHING``
+    for psycopg on PostgreSQL, each parameter an array cast to its column's type.
+
+    The arrays go in binary (``%b``): psycopg's text format quotes every element in Python,
+    ~10x the time of the binary one for 256-row arrays of text, times and floats.
+    """
     dialect = postgresql.dialect()
     quote = dialect.identifier_preparer.quote
-    casts = ", ".join(f"CAST(:c{i} AS {_array_type(table.c[name])}[])"
+    casts = ", ".join(f"CAST(%(c{i})b AS {_array_type(table.c[name])}[])"
                       for i, name in enumerate(columns))
     sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
            f"SELECT * FROM unnest({casts}) ON CONFLICT DO NOTHING")
     if returning is not None:
         sql += f" RETURNING {quote(returning)}"
-    return sa.text(sql)
+    return sql
 
 
 def _array_type(column: sa.Column[Any]) -> str:
