@@ -567,6 +567,8 @@ def _stored_differently(conn: Connection, rows: Sequence[dict[str, Any]]) -> set
             ):
                 found.add(stored["id"])
     return found
+
+
 @functools.lru_cache(maxsize=64)
 def _unnest_insert(table: sa.Table, columns: tuple[str, ...], returning: str | None) -> str:
     """``INSERT INTO table (columns) SELECT * FROM unnest(%(c0)b, ...) ON CONFLICT DO NOTHING``
