@@ -312,7 +312,7 @@ class Storage:
         statement whatever the batch size. A multi-row ``VALUES`` statement (SQLAlchemy's
         executemany, "insertmanyvalues") has a placeholder per value, and psycopg parses any
         statement over 4,096 characters or 50 parameters again at every execution: that
-        parse was ~13% of a scorer's host time (``bench/e2e.py --host-ceiling``, py-spy).
+        parse was ~19% of a scorer's host time (``bench/e2e.py --host-ceiling``, py-spy).
         SQLite keeps the executemany.
 
         Args:
