@@ -179,15 +179,19 @@ def test_a_batch_of_awkward_posts_reads_back_exactly(storage: Storage) -> None:
     assert ticker_rows == {(p.id, ticker) for p in batch for ticker in p.tickers}
 
 
-def test_a_value_too_long_for_its_column_is_refused_not_cut(storage: Storage) -> None:
+@pytest.mark.postgres
+def test_a_value_too_long_for_its_column_is_refused_not_cut(postgres_url: str) -> None:
     """An author over the column's 200 characters fails the batch (nothing stored) rather
-    than being silently shortened."""
-    long_author = scored("long", timedelta(0)).model_copy(update={"author": "y" * 201})
-    if storage.dialect == "sqlite":
-        pytest.skip("SQLite does not enforce VARCHAR lengths")
-    with pytest.raises(StorageError):
-        storage.save_scored([scored("fine", timedelta(0)), long_author])
-    assert storage.count_posts() == 0
+    than being silently shortened. PostgreSQL only: SQLite does not enforce VARCHAR lengths."""
+    storage = Storage(postgres_url)
+    try:
+        storage.migrate()
+        long_author = scored("long", timedelta(0)).model_copy(update={"author": "y" * 201})
+        with pytest.raises(StorageError):
+            storage.save_scored([scored("fine", timedelta(0)), long_author])
+        assert storage.count_posts() == 0
+    finally:
+        storage.dispose()
 
 
 def test_naive_datetimes_are_refused(storage: Storage) -> None:
