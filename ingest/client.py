@@ -1,9 +1,15 @@
-"""Connection options shared by every Kafka client finpulse builds."""
+"""Connection options shared by every Kafka client finpulse builds, and two kafka-python fixes.
+
+Importing this module (every finpulse client does) points kafka-python's record-batch
+checksum at C code and makes its fetcher restore a resumed partition's parked records.
+"""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+from kafka.consumer import fetcher
 from kafka.record import default_records, util
 
 from finpulse.errors import ConfigError
@@ -43,6 +49,45 @@ def use_native_crc32c() -> bool:
 
 
 NATIVE_CRC32C = use_native_crc32c()
+
+
+def restore_parked_fetches() -> bool:
+    """Make kafka-python hand back a paused partition's records once it is resumed.
+
+    When a partition is paused while its fetched records are only partly returned,
+    kafka-python 3 parks them and returns them after ``resume``, but only while its
+    in-line slot is empty (``None``). A slot that has been used holds an exhausted record
+    set, never ``None`` again, so once records of any other partition were returned while
+    the partition was paused, its parked records are never restored, and the fetcher never
+    fetches that partition again: it stalls, silently, until the consumer is rebuilt. The
+    scorer pauses its partitions whenever it waits out an outage (``PostConsumer.keep_alive``)
+    and a rebalance during that wait is enough. This wrapper empties an exhausted slot
+    before each call, which is what the library's own checks elsewhere mean by an empty
+    slot (``tests/ingest/test_client_fixes.py`` reproduces the stall on the real broker).
+
+    Returns:
+        True when the wrapper is in place (or already was); False when this kafka-python
+        has no such slot (a version with a different fetcher: nothing to fix).
+    """
+    original = fetcher.Fetcher.fetched_records
+    if getattr(original, "_finpulse_restores_parked", False):
+        return True
+    if "_paused_partition_records" not in original.__code__.co_names:
+        return False
+
+    @functools.wraps(original)
+    def fetched_records(self: Any, *args: Any, **kwargs: Any) -> Any:
+        current = self._next_partition_records
+        if current is not None and not current:
+            self._next_partition_records = None
+        return original(self, *args, **kwargs)
+
+    fetched_records._finpulse_restores_parked = True  # type: ignore[attr-defined]
+    fetcher.Fetcher.fetched_records = fetched_records
+    return True
+
+
+RESTORES_PARKED_FETCHES = restore_parked_fetches()
 
 
 def client_config(kafka: KafkaSettings) -> dict[str, Any]:

@@ -6,6 +6,8 @@ The scorer process kills itself with SIGKILL the N-th time a batch reaches CHECK
 (one of ``finpulse.services.scorer.CHECKPOINTS``; ``none`` never crashes); ``term:CHECKPOINT``
 sends itself SIGTERM there instead (a shutdown request landing mid-batch). Production code
 has no such switch: this script replaces the no-op ``ScorerService.checkpoint``.
+With ``FP_TEST_KAFKA_DEBUG`` set, kafka-python's consumer and coordinator log at DEBUG
+(a stall in a fault test then shows its fetch and group state).
 """
 
 from __future__ import annotations
@@ -36,6 +38,20 @@ def main() -> int:
                 os.kill(os.getpid(), sig)
 
     scorer.ScorerService.checkpoint = checkpoint  # type: ignore[method-assign]
+    if os.environ.get("FP_TEST_KAFKA_DEBUG"):
+        import logging
+
+        import finpulse.logging as logs
+
+        original = logs.configure
+
+        def configure(level: str = "INFO") -> None:
+            original(level)
+            logging.getLogger("kafka").setLevel(logging.DEBUG)
+            for quiet in ("kafka.protocol", "kafka.record", "kafka.conn"):
+                logging.getLogger(quiet).setLevel(logging.INFO)
+
+        logs.configure = configure
     from finpulse.cli import main as cli
 
     return cli(["scorer", *sys.argv[3:]])
