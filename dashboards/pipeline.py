@@ -117,6 +117,10 @@ def build() -> db.Dashboard:
     ], "ops", "Scored counts redeliveries again; stored counts new rows only."), 8, 8)
     add(series("Consumer lag by scorer", [
         q('sum by (instance) (finpulse_scorer_consumer_lag_messages{job="finpulse-scorer"})', "{{instance}}")], "short"), 8, 8)
+    add(series("Stalled partitions by scorer", [
+        q('sum by (instance) (finpulse_scorer_stalled_partitions{job="finpulse-scorer"})', "{{instance}}")], "short",
+        "Partitions with messages waiting that a scorer has not moved on for scorer.stall_after_s; "
+        "see docs/runbooks.md#partition-stalled."), 8, 8)
     add(series("Dead-letter rate by reason", [
         q(f"sum by (reason) (rate(finpulse_ingest_messages_invalid_total{RATE}))", "{{reason}}")], "ops",
         "Messages refused to finpulse.dlq; see docs/runbooks.md#dlq-rate-high."), 8, 8)

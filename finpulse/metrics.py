@@ -80,6 +80,8 @@ class Metrics:
         model_info: the model version being served.
         last_batch_timestamp: Unix time of the last committed batch.
         consumer_lag: messages behind the newest offset, summed over partitions.
+        stalled_partitions: assigned partitions with messages waiting that have not moved
+            for ``scorer.stall_after_s``.
         notifier_deliveries: delivery attempts by channel and outcome (delivered, retried, dead).
         notifier_outbox_pending: alert events not yet fanned out plus deliveries not yet sent.
         notifier_delivery_latency: seconds from the alert event stored to its delivery.
@@ -185,6 +187,12 @@ class Metrics:
         self.consumer_lag = Gauge(
             "finpulse_scorer_consumer_lag_messages",
             "Messages behind the newest offset, summed over the assigned partitions.",
+            **kw,
+        )
+        self.stalled_partitions = Gauge(
+            "finpulse_scorer_stalled_partitions",
+            "Assigned partitions with messages waiting whose position has not moved for "
+            "scorer.stall_after_s.",
             **kw,
         )
         self.scorer_faults = Counter(

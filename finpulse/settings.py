@@ -101,6 +101,10 @@ class ScorerSettings(Section):
     # Score the next batch on a worker thread while this one is stored, published and
     # committed (in poll order); off: one batch at a time, start to commit (for debugging).
     pipeline: bool = True
+    # A partition with messages waiting whose position has not moved for this long is
+    # reported as stalled (finpulse_scorer_stalled_partitions, a warning in the log); the
+    # scorer checks every quarter of it, with one end-offsets request to the broker.
+    stall_after_s: float = Field(default=120.0, ge=1)
     # Posts the in-memory near-duplicate index keeps (the oldest leave first; also bounded by
     # 3 days of event time). Each costs ~4.3 KB of the scorer's memory (measured: 100,000
     # posts ~430-540 MB), so RSS grows until the index is full and then stays there.

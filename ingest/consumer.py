@@ -10,6 +10,10 @@ While its caller waits out an outage, ``keep_alive`` pauses the partitions and k
 polling, so the consumer stays in its group (``max_poll_interval_ms`` never expires) and
 resumes where it was. A rebalance listener commits the offsets of batches that are durable
 but not yet committed before their partitions are revoked.
+
+``stalled`` names the partitions that have messages waiting and have not moved for a while:
+a client that silently stops fetching a partition (kafka-python 3.0.12 did, see
+``ingest.client``) shows up there instead of only as a lag that never changes.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 # How often ``poll_batch`` checks its ``ready`` callback while no message arrives.
 READY_CHECK_MS = 10
+# The longest a ``stalled`` check waits for the broker's answer.
+STALL_CHECK_TIMEOUT_MS = 5000
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,9 @@ class PostConsumer:
         self.topics = tuple(topics) if topics is not None else kafka.raw_topics
         # Offsets of batches whose results are durable but not yet committed.
         self._durable: dict[Any, Any] = {}
+        # For ``stalled``: each partition's position when last seen and since when.
+        self._progress: dict[Any, tuple[int, float]] = {}
+        self._reported: set[Any] = set()
         consumer = self
 
         class _CommitBeforeRevoke(AsyncConsumerRebalanceListener):  # type: ignore[misc]
@@ -173,6 +182,59 @@ class PostConsumer:
             known = True
             total += max(high - self._consumer.position(tp), 0)
         return total if known else None
+
+    def stalled(self, after_s: float, *, now: float | None = None) -> set[Any]:
+        """The assigned partitions with messages waiting whose position has not moved for
+        ``after_s`` seconds (``TopicPartition`` set).
+
+        Asks the broker for the partitions' end offsets (one request), so a partition
+        that is no longer fetched at all is seen too, as is one left paused. A partition's clock starts when it is
+        first seen, restarts whenever its position moves or it has nothing waiting, and
+        after ``keep_alive`` (a wait with the partitions paused is not a stall). Call it
+        from the polling thread, between batches; the first call only starts the clocks.
+        Each partition is logged once when it stalls and once when it moves again.
+
+        Raises:
+            IngestError: the broker did not answer; nothing is concluded.
+        """
+        from kafka.errors import KafkaError
+
+        now = time.monotonic() if now is None else now
+        # Paused partitions count too: only ``keep_alive`` pauses, and it resumes them all.
+        assigned = set(self._consumer.assignment())
+        for tp in set(self._progress) - assigned:
+            del self._progress[tp]
+        if not assigned:
+            return set()
+        try:
+            # Bounded: a check must not hold the scorer's loop for a whole request timeout.
+            timeout_ms = min(self.kafka.request_timeout_ms, STALL_CHECK_TIMEOUT_MS)
+            ends = self._consumer.end_offsets(list(assigned), timeout_ms=timeout_ms)
+            positions = {tp: self._consumer.position(tp, timeout_ms=timeout_ms) for tp in assigned}
+        except KafkaError as exc:
+            raise IngestError(f"cannot read the end offsets of {len(assigned)} partition(s): {exc}") from exc
+        stalled = set()
+        for tp in assigned:
+            # The broker's end offset, or the high-water mark of the last fetch when that is
+            # further on (Tansu answers ListOffsets with less than the end for a partition
+            # written in multi-record batches).
+            known = [offset for offset in (ends.get(tp), self._consumer.highwater(tp)) if offset is not None]
+            position, end = positions.get(tp), max(known, default=None)
+            ends[tp] = end
+            seen = self._progress.get(tp)
+            if position is None or end is None or position >= end or seen is None or seen[0] != position:
+                self._progress[tp] = (position if position is not None else -1, now)
+            elif now - seen[1] >= after_s:
+                stalled.add(tp)
+        for tp in stalled - self._reported:
+            logger.warning("stalled partition %s[%d]: at offset %d for %.0f s with %d message(s) "
+                           "waiting (end offset %d)", tp.topic, tp.partition, positions[tp],
+                           now - self._progress[tp][1], ends[tp] - positions[tp], ends[tp])
+        for tp in self._reported - stalled:
+            if tp in assigned:
+                logger.info("partition %s[%d] moves again", tp.topic, tp.partition)
+        self._reported = stalled
+        return stalled
 
     def poll_batch(
         self, max_records: int, max_wait_ms: int, *, ready: Callable[[], bool] | None = None
@@ -326,6 +388,8 @@ class PostConsumer:
             paused = self._consumer.paused()
             if paused:
                 self._consumer.resume(*paused)
+            self._progress.clear()  # the wait was not a stall: every clock starts again
+            self._reported.clear()
 
     def _rewind_records(self, records: list[Any]) -> None:
         from kafka import TopicPartition

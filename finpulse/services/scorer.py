@@ -121,6 +121,7 @@ class ScorerService:
         self.stats = ScorerStats()
         self._backoff = Backoff(base_s=cfg.retry_base_s, cap_s=cfg.retry_cap_s)
         self._stop = threading.Event()
+        self._next_stall_check = 0.0
         # Near-duplicate clusters, in memory per process, warmed from the newest stored posts.
         self.dedup = NearDuplicateIndex(max_posts=cfg.dedup_max_posts)
         self.dedup.seed(storage.scores(limit=min(20_000, cfg.dedup_max_posts)))
@@ -413,9 +414,28 @@ class ScorerService:
             if engine is not self.engine:
                 self._use(engine)
             self.shadow.follow(self.reloader, self.engine.version)
-        return self._guard(
+        batch = self._guard(
             "poll", lambda: self.consumer.poll_batch(cfg.max_batch_size, cfg.max_wait_ms, ready=ready)
         )
+        self._check_progress()
+        return batch
+
+    def _check_progress(self) -> None:
+        """Every quarter of ``scorer.stall_after_s``: count the partitions that stalled.
+
+        Best effort: a broker that does not answer is the poll's business, not this check's.
+        """
+        after = self.settings.scorer.stall_after_s
+        now = time.monotonic()
+        if now < self._next_stall_check:
+            return
+        self._next_stall_check = now + after / 4
+        try:
+            stalled = self.consumer.stalled(after, now=now)
+        except IngestError as exc:
+            logger.debug("stall check skipped: %s", exc)
+            return
+        self.metrics.stalled_partitions.set(len(stalled))
 
     def close(self) -> None:
         self.consumer.close()

@@ -288,3 +288,50 @@ def test_consume_time_decides_future_posts(kafka_settings, sqlite_url, engine):
     finally:
         running.close()
         storage.dispose()
+
+
+def test_a_partition_that_stops_moving_is_reported_while_the_rest_flows(kafka_settings, postgres_url, engine):
+    """A partition left paused behind the scorer's back (as a client bug would leave it) is
+    counted in ``finpulse_scorer_stalled_partitions``; the other partition goes on."""
+    from kafka import KafkaProducer
+
+    settings = Settings.load(
+        database_url=postgres_url, kafka=kafka_settings.model_dump(), metrics={"enabled": False},
+        scorer={"max_batch_size": 16, "max_wait_ms": 50, "stall_after_s": 1.0},
+    )
+    ensure_topics(settings.kafka, partitions=2)
+    storage = Storage(postgres_url)
+    storage.migrate()
+    metrics = Metrics(CollectorRegistry())
+    producer = KafkaProducer(bootstrap_servers=kafka_settings.bootstrap_servers)
+    running = Running(ScorerService(settings, engine=engine, storage=storage, metrics=metrics))
+
+    def send(prefix: str, partition: int) -> None:
+        for i in range(5):  # one batch per post: Tansu's end offsets count batches right
+            producer.send(kafka_settings.news_topic, raw(f"{prefix}-{partition}-{i}"), partition=partition)
+            producer.flush()
+
+    def stalled() -> float | None:
+        return metrics.registry.get_sample_value("finpulse_scorer_stalled_partitions")
+
+    try:
+        send("a", 0)
+        send("a", 1)
+        wait_for(lambda: storage.count_posts() == 10, 120, "the first posts")
+        (tp,) = [p for p in running.service.consumer.assignment()
+                 if p.topic == kafka_settings.news_topic and p.partition == 0]
+        running.service.consumer._consumer.pause(tp)  # the fault, behind the scorer's back
+        send("b", 0)
+        send("b", 1)
+        wait_for(lambda: storage.count_posts() == 15, 60, "the other partition's posts")
+        wait_for(lambda: stalled() == 1, 30, "the stalled partition to be counted")
+        assert storage.count_posts() == 15 and running.alive(), running.error
+        running.service.consumer._consumer.resume(tp)
+        wait_for(lambda: storage.count_posts() == 20, 60, "the stalled partition's posts")
+        wait_for(lambda: stalled() == 0, 30, "the count to fall back to 0")
+        assert Counter(p.id for p in storage.scores(limit=100)) == Counter(
+            f"{prefix}-{partition}-{i}" for prefix in "ab" for partition in (0, 1) for i in range(5))
+    finally:
+        running.close()
+        producer.close()
+        storage.dispose()
