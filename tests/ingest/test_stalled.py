@@ -84,24 +84,26 @@ def test_a_partition_the_client_stops_fetching_is_named_while_the_rest_flows(
         assert consumer.stalled(1.0, now=200.0) == set()
 
 
-def test_waiting_messages_not_polled_count_until_keep_alive_restarts_the_clock(
-    kafka_settings: KafkaSettings,
-) -> None:
-    """A caught-up or empty partition never stalls; one with messages nobody polls does,
-    except across ``keep_alive``, which pauses on purpose."""
+def test_a_partition_left_paused_counts_but_keep_alive_restarts_the_clocks(kafka_settings: KafkaSettings) -> None:
+    """Empty partitions never stall; one left paused with messages waiting does (a client
+    that stops fetching it looks the same), except across ``keep_alive``, which pauses on
+    purpose."""
     ensure_topics(kafka_settings, partitions=2)
     with PostConsumer(kafka_settings, max_text_chars=200) as consumer:
         deadline = time.monotonic() + DEADLINE_S
         while not consumer.assignment():
             assert time.monotonic() < deadline
             assert consumer.poll_batch(1, 200).empty
+        (tp,) = [p for p in consumer.assignment() if (p.topic, p.partition) == (kafka_settings.news_topic, 1)]
         assert consumer.stalled(1.0, now=0.0) == set()
         assert consumer.stalled(1.0, now=10.0) == set()  # empty partitions: nothing waits
-        _produce(kafka_settings, (1,))  # waiting, and not polled from here on
+        consumer._consumer.pause(tp)  # never handed out from here on
+        _produce(kafka_settings, (1,))
+        assert consumer.poll_batch(50, 500).empty  # a fetch already in flight is set aside
         # Its clock runs from the last check that found nothing waiting (t = 10).
         assert consumer.stalled(1.0, now=10.5) == set()
-        (waiting,) = consumer.stalled(1.0, now=11.0)
-        assert (waiting.topic, waiting.partition) == (kafka_settings.news_topic, 1)
-        consumer.keep_alive(0.3)
+        assert consumer.stalled(1.0, now=11.0) == {tp}
+        consumer.keep_alive(0.3)  # pauses everything, resumes everything
+        consumer._consumer.pause(tp)  # left paused again, before any fetch
         assert consumer.stalled(1.0, now=30.0) == set()  # the wait restarted every clock
-        assert consumer.stalled(1.0, now=31.0) == {waiting}
+        assert consumer.stalled(1.0, now=31.0) == {tp}
