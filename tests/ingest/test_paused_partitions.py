@@ -82,22 +82,23 @@ def test_keep_alive_across_a_rebalance_then_every_post_arrives(kafka_settings: K
     """The scorer's path: a member owns a partly read partition, waits out an outage with
     ``keep_alive`` while the other member leaves; afterwards it reads both partitions to the end."""
     ensure_topics(kafka_settings, partitions=2)
-    ids = _produce_to_both_partitions(kafka_settings)
-    seen: set[str] = set()
-    deadline = time.monotonic() + DEADLINE_S
+    settle_by = time.monotonic() + 2 * DEADLINE_S
     with PostConsumer(kafka_settings, max_text_chars=200) as first:
         with PostConsumer(kafka_settings, max_text_chars=200) as second:
-            # Both join; each owns one news partition. The first reads 5 posts of its own
-            # (the rest of that fetch stays in hand); the second's reads are never committed.
-            own = 0
-            while own == 0 or len(first.assignment()) + len(second.assignment()) < 4:
-                assert time.monotonic() < deadline, "the group never settled with two members"
-                if not first.assignment() or own == 0:
-                    batch = first.poll_batch(5, 200)
-                    seen.update(c.post.id for c in batch.posts)
-                    own += len(batch.posts)
-                second.poll_batch(5, 200)
-            assert len(first.assignment()) == 2 and own == 5
+            # Both join while the topics are empty, until each owns one news partition (and
+            # one social partition); both keep polling so every rebalance completes.
+            while not (len(first.assignment()) == len(second.assignment()) == 2):
+                assert time.monotonic() < settle_by, "the group never settled with two members"
+                assert first.poll_batch(1, 100).empty and second.poll_batch(1, 100).empty
+            ids = _produce_to_both_partitions(kafka_settings)
+            # The first reads 5 posts of its own partition; the rest of that fetch stays in
+            # hand. (The second reads nothing and commits nothing.)
+            deadline = time.monotonic() + DEADLINE_S
+            seen: set[str] = set()
+            while not seen:
+                assert time.monotonic() < deadline, "the first member read nothing"
+                seen.update(c.post.id for c in first.poll_batch(5, 200).posts)
+            assert len(seen) == 5
         # The second member has left: the first rejoins while it waits with its partitions
         # paused, and is handed the other partition.
         first.keep_alive(8.0)
