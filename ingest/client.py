@@ -63,7 +63,7 @@ def restore_parked_fetches() -> bool:
     scorer pauses its partitions whenever it waits out an outage (``PostConsumer.keep_alive``)
     and a rebalance during that wait is enough. This wrapper empties an exhausted slot
     before each call, which is what the library's own checks elsewhere mean by an empty
-    slot (``tests/ingest/test_client_fixes.py`` reproduces the stall on the real broker).
+    slot (``tests/ingest/test_paused_partitions.py`` reproduces the stall on the real broker).
 
     Returns:
         True when the wrapper is in place (or already was); False when this kafka-python
