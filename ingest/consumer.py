@@ -211,19 +211,20 @@ class PostConsumer:
         try:
             # Bounded: a check must not hold the scorer's loop for a whole request timeout.
             timeout_ms = min(self.kafka.request_timeout_ms, STALL_CHECK_TIMEOUT_MS)
-            ends = self._consumer.end_offsets(list(assigned), timeout_ms=timeout_ms)
+            listed = self._consumer.end_offsets(list(assigned), timeout_ms=timeout_ms)
             positions = {tp: self._consumer.position(tp, timeout_ms=timeout_ms) for tp in assigned}
         except KafkaError as exc:
             raise IngestError(f"cannot read the end offsets of {len(assigned)} partition(s): {exc}") from exc
+        # The broker's end offset, or the high-water mark of the last fetch when that is
+        # further on (Tansu answers ListOffsets with less than the end for a partition
+        # written in multi-record batches).
+        ends = {tp: max((offset for offset in (listed.get(tp), self._consumer.highwater(tp))
+                         if offset is not None), default=None)
+                for tp in assigned}
         buffered = self._buffered()
         stalled = set()
         for tp in assigned:
-            # The broker's end offset, or the high-water mark of the last fetch when that is
-            # further on (Tansu answers ListOffsets with less than the end for a partition
-            # written in multi-record batches).
-            known = [offset for offset in (ends.get(tp), self._consumer.highwater(tp)) if offset is not None]
-            position, end = positions.get(tp), max(known, default=None)
-            ends[tp] = end
+            position, end = positions.get(tp), ends[tp]
             seen = self._progress.get(tp)
             if (position is None or end is None or position >= end or tp in buffered
                     or seen is None or seen[0] != position):

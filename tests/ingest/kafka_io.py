@@ -26,6 +26,25 @@ def make_post(i: int, *, source: str = "news", tickers: tuple[str, ...] = ()) ->
     )
 
 
+def produce_to_partitions(kafka: KafkaSettings, partitions: tuple[int, ...], per_partition: int) -> set[str]:
+    """``per_partition`` posts on each of the news topic's ``partitions``, sent together and
+    flushed once; returns their ids (``post-<partition * 1000 + i>``)."""
+    from kafka import KafkaProducer
+
+    ids = set()
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers)
+    try:
+        for partition in partitions:
+            for i in range(per_partition):
+                post = make_post(partition * 1000 + i)
+                producer.send(kafka.news_topic, post.model_dump_json().encode(), partition=partition)
+                ids.add(post.id)
+        producer.flush()
+    finally:
+        producer.close()
+    return ids
+
+
 def read_topic(kafka: KafkaSettings, topic: str, count: int) -> list[Any]:
     """Read ``count`` records of ``topic`` from the beginning, without a group."""
     from kafka import KafkaConsumer, TopicPartition

@@ -11,31 +11,15 @@ from __future__ import annotations
 
 import time
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 
 import ingest.client
 from finpulse.settings import KafkaSettings
 from ingest.consumer import PostConsumer
 from ingest.topics import ensure_topics
-from tests.ingest.kafka_io import DEADLINE_S, make_post
+from tests.ingest.kafka_io import DEADLINE_S, produce_to_partitions
 
 PER_PARTITION = 40
-
-
-def _produce_to_both_partitions(kafka: KafkaSettings) -> set[str]:
-    """``PER_PARTITION`` posts on each of the news topic's two partitions; their ids."""
-    ids = set()
-    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers)
-    try:
-        for partition in (0, 1):
-            for i in range(PER_PARTITION):
-                post = make_post(partition * 1000 + i)
-                producer.send(kafka.news_topic, post.model_dump_json().encode(), partition=partition)
-                ids.add(post.id)
-        producer.flush()
-    finally:
-        producer.close()
-    return ids
 
 
 def test_the_fix_is_in_place_once_ingest_is_imported() -> None:
@@ -46,7 +30,7 @@ def test_the_fix_is_in_place_once_ingest_is_imported() -> None:
 def test_a_partition_paused_mid_fetch_is_read_to_the_end_after_resume(kafka_settings: KafkaSettings) -> None:
     """Pause a partly returned partition, read the other one meanwhile, resume: nothing stalls."""
     ensure_topics(kafka_settings, partitions=2)
-    _produce_to_both_partitions(kafka_settings)
+    produce_to_partitions(kafka_settings, (0, 1), PER_PARTITION)
     consumer = KafkaConsumer(bootstrap_servers=kafka_settings.bootstrap_servers,
                              enable_auto_commit=False, auto_offset_reset="earliest")
     try:
@@ -90,7 +74,7 @@ def test_keep_alive_across_a_rebalance_then_every_post_arrives(kafka_settings: K
             while not (len(first.assignment()) == len(second.assignment()) == 2):
                 assert time.monotonic() < settle_by, "the group never settled with two members"
                 assert first.poll_batch(1, 100).empty and second.poll_batch(1, 100).empty
-            ids = _produce_to_both_partitions(kafka_settings)
+            ids = produce_to_partitions(kafka_settings, (0, 1), PER_PARTITION)
             # The first reads 5 posts of its own partition; the rest of that fetch stays in
             # hand. (The second reads nothing and commits nothing.)
             deadline = time.monotonic() + DEADLINE_S

@@ -11,27 +11,14 @@ import logging
 import time
 
 import pytest
-from kafka import KafkaProducer
 from kafka.consumer import fetcher
 
 from finpulse.settings import KafkaSettings
 from ingest.consumer import PostConsumer
 from ingest.topics import ensure_topics
-from tests.ingest.kafka_io import DEADLINE_S, make_post
+from tests.ingest.kafka_io import DEADLINE_S, produce_to_partitions
 
 PER_PARTITION = 40
-
-
-def _produce(kafka: KafkaSettings, partitions: tuple[int, ...]) -> None:
-    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers)
-    try:
-        for partition in partitions:
-            for i in range(PER_PARTITION):
-                post = make_post(partition * 1000 + i)
-                producer.send(kafka.news_topic, post.model_dump_json().encode(), partition=partition)
-        producer.flush()
-    finally:
-        producer.close()
 
 
 def test_a_partition_the_client_stops_fetching_is_named_while_the_rest_flows(
@@ -40,7 +27,7 @@ def test_a_partition_the_client_stops_fetching_is_named_while_the_rest_flows(
     fixed = fetcher.Fetcher.fetched_records
     monkeypatch.setattr(fetcher.Fetcher, "fetched_records", fixed.__wrapped__)  # kafka-python as shipped
     ensure_topics(kafka_settings, partitions=2)
-    _produce(kafka_settings, (0, 1))
+    produce_to_partitions(kafka_settings, (0, 1), PER_PARTITION)
     deadline = time.monotonic() + DEADLINE_S
     with PostConsumer(kafka_settings, max_text_chars=200) as consumer:
         # Five posts of one partition; the rest of its fetch stays in the client's hands.
@@ -98,7 +85,7 @@ def test_a_partition_left_paused_counts_but_keep_alive_restarts_the_clocks(kafka
         assert consumer.stalled(1.0, now=0.0) == set()
         assert consumer.stalled(1.0, now=10.0) == set()  # empty partitions: nothing waits
         consumer._consumer.pause(tp)  # never handed out from here on
-        _produce(kafka_settings, (1,))
+        produce_to_partitions(kafka_settings, (1,), PER_PARTITION)
         assert consumer.poll_batch(50, 500).empty  # a fetch already in flight is set aside
         # Its clock runs from the last check that found nothing waiting (t = 10).
         assert consumer.stalled(1.0, now=10.5) == set()
