@@ -82,3 +82,13 @@ def test_metrics_port_in_use_is_a_config_error(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith(
         f"ConfigError: cannot serve metrics on 127.0.0.1:{port}"
     )
+
+
+def test_the_command_line_loads_without_the_web_framework():
+    # Only `finpulse api` and the demo serve HTTP; a scorer host needs no FastAPI (the GPU
+    # machine of bench/gpu_run.sh has none). Building every command's parser must not
+    # import it.
+    code = ("import sys; from finpulse.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette', 'uvicorn')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout
