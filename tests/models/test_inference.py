@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+import models.inference
 from finpulse.errors import ConfigError
 from finpulse.schemas import Prediction
 from models.inference import SentimentEngine, resolve_device, resolve_dtype
@@ -48,6 +50,34 @@ def test_long_texts_are_chunked_not_truncated(engine: SentimentEngine) -> None:
     a = engine.predict_proba([words + " " + " ".join(POSITIVE * 3)])
     b = engine.predict_proba([words + " " + " ".join(NEGATIVE * 3)])
     assert not np.allclose(a, b)
+
+
+def test_the_engine_tokenises_like_the_tokenizer_whatever_it_was_last_told(
+    engine: SentimentEngine,
+) -> None:
+    # A caller's truncating call leaves the shared Rust tokenizer cutting at 8 tokens; the
+    # engine's own copy must not: every token of a long text is scored.
+    engine.tokenizer(["profit rise"], truncation=True, max_length=8, padding="max_length")
+    texts = [" ".join(["profit"] * 300), "", "loss \x00 plunge \u200b cut ü 😀 $AAPL", "the board said"]
+    ids = engine._encode(texts)
+    reference = engine.tokenizer(texts, add_special_tokens=False, truncation=False,
+                                 verbose=False)["input_ids"]
+    assert ids == reference
+    assert len(ids[0]) == 300
+
+
+def test_the_gpu_path_hands_each_batch_its_own_rows(
+    engine: SentimentEngine, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On a GPU every batch is queued and the rows come back in one copy, to be split back
+    # into batches. CI has no GPU: the device is named "cuda" and the upload is a plain
+    # tensor, so what runs is that bookkeeping, on the CPU.
+    texts = [" ".join(["profit", "loss", "company"][: i % 3 + 1] * (i % 11 + 1)) for i in range(60)]
+    expected = engine.predict_proba(texts)
+    monkeypatch.setattr(models.inference, "_upload", lambda array, device: torch.from_numpy(array))
+    monkeypatch.setattr(engine, "device", SimpleNamespace(type="cuda"))
+    assert len(engine.predict_proba(texts[:20])) == 20
+    np.testing.assert_array_equal(engine.predict_proba(texts), expected)
 
 
 def test_batching_modes_agree(engine: SentimentEngine) -> None:
