@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import threading
@@ -55,7 +56,9 @@ from ingest.producer import PostProducer
 from ingest.topics import ensure_topics
 from models.bench import read_texts
 
-ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+# The PostgreSQL server the throwaway databases are made on (bench/gpu_run.sh starts its own).
+ADMIN_URL = os.environ.get("FINPULSE_BENCH_ADMIN_URL",
+                           "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
 @contextmanager
@@ -99,12 +102,15 @@ def publish(settings: Settings, posts: Sequence[Post], rate: float | None = None
 
 
 def fresh_kafka(settings: Settings, bootstrap: str) -> Settings:
-    """Settings with unique topics and consumer group on ``bootstrap``."""
+    """Settings with unique topics and consumer group on ``bootstrap``, and a short session
+    timeout: the group join then takes ~3 s instead of ~23 s (it is not measured, but every
+    run waits for it)."""
     tag = uuid.uuid4().hex[:8]
     kafka = settings.kafka.model_copy(update={
         "bootstrap_servers": bootstrap, "news_topic": f"e2e.news.{tag}",
         "social_topic": f"e2e.social.{tag}", "scored_topic": f"e2e.scored.{tag}",
-        "dlq_topic": f"e2e.dlq.{tag}", "group_id": f"e2e-{tag}"})
+        "dlq_topic": f"e2e.dlq.{tag}", "group_id": f"e2e-{tag}",
+        "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000})
     ensure_topics(kafka)
     return settings.model_copy(update={"kafka": kafka})
 
@@ -228,7 +234,7 @@ class _NoModel:
 
 @contextmanager
 def without_model(engine: Any) -> Iterator[None]:
-    """Swap the engine's ONNX sessions (or torch forward pass) for ``_NoModel``."""
+    """Swap the engine's ONNX sessions (or its torch forward passes) for ``_NoModel``."""
     stand_in = _NoModel(len(engine.labels))
     if engine._onnx is not None:
         onnx, engine._onnx = engine._onnx, stand_in
@@ -237,16 +243,24 @@ def without_model(engine: Any) -> Iterator[None]:
         finally:
             engine._onnx = onnx
     else:
-        engine._forward = lambda ids, mask: stand_in.probabilities(ids)
+        engine._forward_all = stand_in.run_all
         try:
             yield
         finally:
-            del engine._forward
+            del engine._forward_all
 
 
 def with_pipeline(settings: Settings, on: bool) -> Settings:
     scorer = settings.scorer.model_copy(update={"pipeline": on})
     return settings.model_copy(update={"scorer": scorer})
+
+
+_STARTED = time.perf_counter()
+
+
+def progress(message: str) -> None:
+    """One line on stderr with the seconds since start (a long run shows where it is)."""
+    print(f"[{time.perf_counter() - _STARTED:7.1f} s] {message}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -291,12 +305,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 whole, small = engine_rates(engine, inputs, settings.scorer.max_batch_size, 1)
                 bare.append(whole)
                 micro.append(small)
+                progress(f"round {round_}: engine {whole:.1f}, micro-batches {small:.1f} texts/s")
                 for mode in modes if round_ % 2 == 0 else modes[::-1]:
                     run_settings = fresh_kafka(with_pipeline(settings, MODES[mode]),
                                                broker.bootstrap_servers)
                     publish(run_settings, make_posts(texts, f"cap{round_}{mode}"))
                     rate, _, stored = run_scorer(run_settings, engine, storage, args.n)
                     e2e[mode].append(rate)
+                    progress(f"round {round_}: {mode} {rate:.1f} posts/s")
                 if args.host_ceiling:
                     run_settings = fresh_kafka(with_pipeline(settings, True),
                                                broker.bootstrap_servers)
@@ -304,6 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     with without_model(engine):
                         rate, _, _ = run_scorer(run_settings, engine, storage, args.n)
                     host.append(rate)
+                    progress(f"round {round_}: host ceiling {rate:.1f} posts/s")
 
             for mode in modes:
                 half = statistics.median(e2e[mode]) / 2
@@ -314,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _, metrics, _ = run_scorer(run_settings, engine, storage, latency_n,
                                            posts=make_posts(lat_texts, f"lat{mode}"), rate=half)
                 latency[mode] = (half, latency_n, metrics)
+                progress(f"latency {mode}: {latency_n} posts at {half:.1f}/s, "
+                         f"p99 {quantile(metrics, 0.99):.3f} s")
             storage.dispose()
 
     engine_rate, micro_rate = statistics.median(bare), statistics.median(micro)

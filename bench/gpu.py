@@ -4,7 +4,8 @@ On a CUDA machine, with the bundled model (or any artifact via ``FINPULSE_MODEL_
 on ``--n`` texts cycled from ``bench/texts.csv`` (tweets, ~25 tokens):
 
 1. ``tokenizer``: the host's tokenizer alone (texts/s, all cores when
-   ``TOKENIZERS_PARALLELISM=true``);
+   ``TOKENIZERS_PARALLELISM=true``): the engine's tokenising and chunking (``engine``), and
+   the plain ``tokenizer(texts)`` call (``call``);
 2. ``gpu_forward``: the model alone on pre-tokenised, pre-uploaded, length-sorted batches of B
    texts (bf16, timed between CUDA synchronisations): the device's ceiling per batch size;
 3. ``engine``: ``SentimentEngine.predict`` (tokenise, pad, upload, forward, softmax, download)
@@ -48,10 +49,15 @@ def median_rate(count: int, action: Callable[[], None], rounds: int) -> float:
     return statistics.median(rates)
 
 
-def tokenizer_rate(engine: SentimentEngine, texts: Sequence[str], rounds: int) -> float:
-    return median_rate(len(texts), lambda: engine.tokenizer(
-        list(texts), add_special_tokens=True, truncation=True, max_length=engine.max_length,
-        verbose=False), rounds)
+def tokenizer_rates(engine: SentimentEngine, texts: Sequence[str], rounds: int) -> dict[str, float]:
+    """Texts/s of the engine's tokenising and chunking (``engine``), and of the plain
+    ``tokenizer(texts)`` call a user would write (``call``)."""
+    return {
+        "engine": round(median_rate(len(texts), lambda: engine._chunk(texts), rounds), 1),
+        "call": round(median_rate(len(texts), lambda: engine.tokenizer(
+            list(texts), add_special_tokens=True, truncation=True,
+            max_length=engine.max_length, verbose=False), rounds), 1),
+    }
 
 
 def forward_rates(engine: SentimentEngine, texts: Sequence[str], sizes: Sequence[int],
@@ -121,8 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cpu_count": os.cpu_count(), "n": len(texts), "engine": engine.info,
         "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM", "unset"),
     }
-    result["tokenizer_texts_per_s"] = round(tokenizer_rate(engine, texts, args.rounds), 1)
+    result["tokenizer_texts_per_s"] = tokenizer_rates(engine, texts, args.rounds)
+    print(f"tokenizer {result['tokenizer_texts_per_s']}", file=sys.stderr, flush=True)
     result["gpu_forward_texts_per_s"] = forward_rates(engine, texts, sizes, args.rounds)
+    print(f"gpu_forward {result['gpu_forward_texts_per_s']}", file=sys.stderr, flush=True)
     del engine
     result["engine_texts_per_s"] = engine_rates(path, args.device, texts, budgets, args.rounds)
     if args.json:

@@ -16,9 +16,9 @@
 # (bench/e2e.py) at two scorer batch sizes, then 1..8 scorer processes sharing the GPU
 # (bench/scale_out.py). Each step's failure is logged and the next one still runs.
 set -uo pipefail
-WHEELS=$1 ENCODER=$2 OUT=$3
+mkdir -p "$3"
+WHEELS=$(realpath "$1") ENCODER=$(realpath "$2") OUT=$(realpath "$3")
 cd "$(dirname "$0")/.."
-mkdir -p "$OUT"
 SITE=/tmp/finpulse-site
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target "$SITE" $(ls "$WHEELS"/*.whl | grep -v pgserver) >"$OUT/pip.log" 2>&1 || { tail "$OUT/pip.log"; exit 1; }
@@ -62,23 +62,25 @@ as_nobody "$BIN/pg_ctl" -D "$PGDATA" -l /tmp/pgdata.log -w \
   { cat "$OUT/pg.log" /tmp/pgdata.log; exit 1; }
 
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem,temperature.gpu --format=csv | tee "$OUT/gpu-info.txt"
-step() {  # name, then the command; output kept in OUT/name.log, JSON line in OUT/name.json
-  local name=$1; shift
-  echo "== $name: $*"
+step() {  # name, time limit (s), then the command; output in OUT/name.log, JSON line in OUT/name.json
+  local name=$1 limit=$2; shift 2
+  echo "== $name (limit ${limit} s): $*"
   local started=$SECONDS
-  "$@" >"$OUT/$name.log" 2>&1; local rc=$?
+  timeout -k 5 "$limit" "$@" >"$OUT/$name.log" 2>&1; local rc=$?
   grep '^{' "$OUT/$name.log" | tail -n1 >"$OUT/$name.json"
-  echo "   rc=$rc in $((SECONDS - started)) s: $(cut -c1-600 "$OUT/$name.json")"
+  echo "   rc=$rc in $((SECONDS - started)) s: $(cat "$OUT/$name.json")"
   [ $rc -eq 0 ] || tail -n 15 "$OUT/$name.log"
 }
-export TOKENIZERS_PARALLELISM=true
-step gpu python3 bench/gpu.py --device "${DEVICE:-cuda}" --n "${GPU_N:-100000}" --json
+export TOKENIZERS_PARALLELISM=true FINPULSE_BENCH_ADMIN_URL=postgresql+psycopg://postgres@127.0.0.1:${PGPORT:-5432}/postgres
+step gpu "${GPU_LIMIT:-150}" python3 bench/gpu.py --device "${DEVICE:-cuda}" --n "${GPU_N:-100000}" \
+  --batch-sizes "${GPU_SIZES:-256,1024,4096,16384}" --budgets "${GPU_BUDGETS:-16384,65536,262144,1048576}" --json
 for batch in ${E2E_BATCHES:-2048}; do
   FINPULSE_SCORER__MAX_BATCH_SIZE=$batch FINPULSE_MODEL__BATCH_TOKENS=262144 \
-    step "e2e-$batch" python3 bench/e2e.py --n "${E2E_N:-60000}" --rounds 3 --host-ceiling --json
+    step "e2e-$batch" "${E2E_LIMIT:-200}" python3 bench/e2e.py --n "${E2E_N:-20000}" --rounds "${E2E_ROUNDS:-3}" \
+      --modes "${E2E_MODES:-pipelined,serial}" --host-ceiling --json
 done
-FINPULSE_SCORER__MAX_BATCH_SIZE=${SCALE_BATCH:-2048} FINPULSE_MODEL__BATCH_TOKENS=262144 \
-  step scale_out python3 bench/scale_out.py --n "${SCALE_N:-40000}" --scorers "${SCALE_K:-1,4}" \
-  --partitions 16 --timeout 120 --json
+[ "${SCALE_K:-}" = none ] || FINPULSE_SCORER__MAX_BATCH_SIZE=${SCALE_BATCH:-2048} FINPULSE_MODEL__BATCH_TOKENS=262144 \
+  step scale_out "${SCALE_LIMIT:-150}" python3 bench/scale_out.py --n "${SCALE_N:-20000}" --scorers "${SCALE_K:-1,4}" \
+  --partitions 16 --timeout "${SCALE_TIMEOUT:-60}" --json
 as_nobody "$BIN/pg_ctl" -D "$PGDATA" -m fast stop >/dev/null 2>&1
 exit 0
