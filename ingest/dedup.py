@@ -34,7 +34,6 @@ import logging
 import re
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -108,12 +107,11 @@ def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
     return best[1], best[2]
 
 
-@dataclass
-class _Entry:
-    cluster_id: str
-    signature: np.ndarray
-    published_at: datetime
-    tickers: frozenset[str]
+#: An indexed post: ``(cluster_id, signature, published_at, tickers)``. A plain tuple of
+#: strings, a datetime and an array, which the garbage collector stops tracking (it does so
+#: for exact tuples only, not a NamedTuple or a dataclass): a full index (100,000 posts)
+#: adds nothing to the collector's full passes, which walk every tracked object.
+_Entry = tuple[str, np.ndarray, datetime, tuple[str, ...]]
 
 
 class NearDuplicateIndex:
@@ -226,17 +224,17 @@ class NearDuplicateIndex:
         """
         known = self._entries.get(post_id)
         if known is not None:
-            return known.cluster_id
+            return known[0]
         if self._newest is None or published_at > self._newest:
             self._newest = published_at
         self._evict(room=1)
         if signature is None:
             signature = self.signature(text)
-        names = frozenset(tickers)
+        names = tuple(sorted(set(tickers)))
         keys = self._band_keys(signature)
         if cluster_id is None:
             cluster_id = self._match(signature, keys, names) or post_id
-        self._entries[post_id] = _Entry(cluster_id, signature, published_at, names)
+        self._entries[post_id] = (cluster_id, signature, published_at, names)
         self._order.append(post_id)
         for key, buckets in zip(keys, self._buckets, strict=True):
             held = buckets.get(key)
@@ -264,16 +262,17 @@ class NearDuplicateIndex:
         return found
 
     def _match(self, signature: np.ndarray, keys: list[int],
-               tickers: frozenset[str]) -> str | None:
+               tickers: tuple[str, ...]) -> str | None:
         """The cluster of the most similar indexed post at or above the threshold."""
         best: tuple[float, str] | None = None
+        wanted = set(tickers)
         for key in sorted(self._candidates(keys)):
-            entry = self._entries[key]
-            if tickers and entry.tickers and not tickers & entry.tickers:
+            cluster, other, _, names = self._entries[key]
+            if wanted and names and wanted.isdisjoint(names):
                 continue
-            similarity = self.similarity(signature, entry.signature)
+            similarity = self.similarity(signature, other)
             if similarity >= self.threshold and (best is None or similarity > best[0]):
-                best = (similarity, entry.cluster_id)
+                best = (similarity, cluster)
         return None if best is None else best[1]
 
     def _evict(self, room: int) -> None:
@@ -282,12 +281,12 @@ class NearDuplicateIndex:
         oldest_kept = self._newest - self.horizon
         while self._order:
             key = self._order[0]
-            entry = self._entries[key]
-            if len(self._entries) + room <= self.max_posts and entry.published_at >= oldest_kept:
+            _, signature, published_at, _ = self._entries[key]
+            if len(self._entries) + room <= self.max_posts and published_at >= oldest_kept:
                 return
             self._order.popleft()
             del self._entries[key]
-            for band_key, buckets in zip(self._band_keys(entry.signature), self._buckets,
+            for band_key, buckets in zip(self._band_keys(signature), self._buckets,
                                          strict=True):
                 held = buckets[band_key]
                 if isinstance(held, str):

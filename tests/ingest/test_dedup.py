@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import random
+import string
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -141,3 +144,24 @@ def test_a_huge_post_is_clustered_by_its_opening_without_a_huge_hash_matrix() ->
     assert index.assign("long", article, T0) == "long"
     assert index.assign("copy", article + " Updated with comment.", T0) == "long"
     assert index.assign("other", "Apple beats estimates " * 50_000, T0) == "other"
+
+
+def test_a_full_index_gives_the_garbage_collector_nothing_to_scan() -> None:
+    # Every full collection walks every tracked object; a scorer's index holds up to 100,000
+    # posts, so its entries must be objects the collector stops tracking. (Copies of one
+    # story share a bucket, a set: distinct stories here.)
+    draw = random.Random(3)
+
+    def words(count: int) -> str:
+        return " ".join("".join(draw.choices(string.ascii_lowercase, k=6)) for _ in range(count))
+
+    posts = [post(f"p{i}", words(12), minutes=i, tickers=("BA", "ALK")) for i in range(2000)]
+    index = NearDuplicateIndex()
+    index.assign_all([post("warm-up", words(12))])
+    gc.collect()
+    before = len(gc.get_objects())
+    index.assign_all(posts)
+    gc.collect()
+    gc.collect()  # a tuple is untracked once the collector sees its items untracked
+    assert len(gc.get_objects()) - before < 0.05 * len(posts)
+    assert len(set(index.assign_all(posts))) == len(posts)  # distinct stories, as meant
