@@ -60,6 +60,7 @@ from finpulse.services.batch import (
     ScorerStats,
     partition_progress,
 )
+from finpulse.services.heap import HeapKeeper
 from finpulse.services.pipeline import run_pipelined, run_serial
 from finpulse.services.policy import Backoff, classify, retry_transient
 from finpulse.services.reloader import (
@@ -127,6 +128,8 @@ class ScorerService:
         self.dedup.seed(storage.scores(limit=min(20_000, cfg.dedup_max_posts)))
         self._use(engine)
         self.shadow = ShadowMode(metrics, shadow)
+        # Everything loaded so far lives as long as the process: out of the collector's reach.
+        self._heap = HeapKeeper(self.engine, self.shadow.engine)
 
     # -- test hook -------------------------------------------------------------------------
 
@@ -414,6 +417,7 @@ class ScorerService:
             if engine is not self.engine:
                 self._use(engine)
             self.shadow.follow(self.reloader, self.engine.version)
+        self._heap.batch(self.engine, self.shadow.engine)
         batch = self._guard(
             "poll", lambda: self.consumer.poll_batch(cfg.max_batch_size, cfg.max_wait_ms, ready=ready)
         )
