@@ -273,6 +273,8 @@ class NearDuplicateIndex:
             similarity = self.similarity(signature, other)
             if similarity >= self.threshold and (best is None or similarity > best[0]):
                 best = (similarity, cluster)
+                if similarity == 1.0:  # an exact copy: no later candidate can beat it
+                    break
         return None if best is None else best[1]
 
     def _evict(self, room: int) -> None:
