@@ -470,7 +470,6 @@ class SentimentEngine:
                 owners.append(index)
         return chunks, np.asarray(owners, dtype=np.int64)
 
-
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, without special tokens or truncation.
 
