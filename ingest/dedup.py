@@ -230,7 +230,7 @@ class NearDuplicateIndex:
         self._evict(room=1)
         if signature is None:
             signature = self.signature(text)
-        names = tuple(sorted(set(tickers)))
+        names = tuple(tickers)
         keys = self._band_keys(signature)
         if cluster_id is None:
             cluster_id = self._match(signature, keys, names) or post_id

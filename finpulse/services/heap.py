@@ -52,8 +52,7 @@ class HeapKeeper:
 
     def batch(self, *engines: object) -> None:
         """Call once a batch with the engines in use now."""
-        if len(engines) != len(self._engines) or any(
-                new is not old for new, old in zip(engines, self._engines, strict=False)):
+        if any(new is not old for new, old in zip(engines, self._engines, strict=True)):
             gc.unfreeze()  # the replaced engine is collectable again, cycles included
             self._engines = engines
             self._countdown = self._wait
